@@ -1,0 +1,298 @@
+"""Training, evaluation and sampling for the PyTorch GPT. Mirrors ``backends/jax/train.py``:
+the same public functions and the same ``Trainer`` methods, with the same signatures.
+
+Weights and optimizer state go in and out in the canonical numpy layout of
+``common.params`` (nanoGPT's state-dict names; Linear weights ``(out, in)``), so a
+checkpoint written here resumes in JAX and the reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from common.config import ModelConfig, TrainConfig
+from common.errors import UserError
+from common.params import init_weights, param_layout
+from backends.torch.model import GPT
+
+BACKEND = "torch"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """CUDA if present, then Apple's MPS, then the CPU; an explicit GPU request must be met."""
+    if requested in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {requested} was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        return torch.device("cuda")
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError("--device mps was asked for, but this machine has no MPS device; use --device cpu or auto")
+        return torch.device("mps")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(requested: str, device: torch.device) -> str:
+    """``auto`` means bfloat16 compute on a GPU that supports it, float32 elsewhere."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+def set_matmul_precision(tf32: bool) -> None:
+    """Say explicitly whether float32 matmuls may use TF32 on a GPU (never inherited by accident)."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+    """nanoGPT's schedule: linear warmup, then cosine decay to min_lr, then min_lr."""
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= cfg.lr_decay_iters:
+        return cfg.min_lr
+    decay_ratio = (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # goes from 1 to 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
+                 device: torch.device | str = "cpu", param_dtype: str = "float32",
+                 attention: str = "fused", seed: int = 0) -> GPT:
+    """A GPT on ``device`` holding ``weights`` (canonical layout), or nanoGPT's init drawn from ``seed``."""
+    torch.manual_seed(seed)
+    model = GPT(config, attention=attention)
+    model.to(device=device, dtype=DTYPES[param_dtype])
+    load_weights(model, init_weights(config, seed) if weights is None else weights)
+    return model
+
+
+def export_weights(model: GPT) -> dict[str, np.ndarray]:
+    """The model's parameters in the canonical layout, as fresh numpy arrays."""
+    params = dict(model.named_parameters())  # the tied lm_head shows up once, as transformer.wte.weight
+    return {spec.name: params[spec.name].detach().to("cpu", copy=True).numpy() for spec in param_layout(model.config)}
+
+
+@torch.no_grad()
+def load_weights(model: GPT, weights: dict[str, np.ndarray]) -> None:
+    params = dict(model.named_parameters())
+    for spec in param_layout(model.config):
+        p = params[spec.name]
+        # [torch≠jax] canonical shapes are torch's own: Linear weights are (out, in), no transpose
+        p.copy_(torch.as_tensor(np.asarray(weights[spec.name]), dtype=p.dtype))
+
+
+def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with two groups: weight decay on every tensor with ndim >= 2, none on biases and norms."""
+    params = dict(model.named_parameters())
+    decay = {spec.name for spec in param_layout(model.config) if spec.decay}
+    groups = [
+        {"params": [p for n, p in params.items() if n in decay], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in params.items() if n not in decay], "weight_decay": 0.0},
+    ]
+    # the fused kernel does the whole update in one launch on CUDA
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=get_lr(0, cfg), betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+
+
+def clip_grad_norm(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm.
+
+    [torch≠jax] ``torch.nn.utils.clip_grad_norm_`` scales by max_norm / (norm + 1e-6);
+    optax's ``clip_by_global_norm`` by max_norm / norm. We take torch's norm and scale
+    exactly as optax does, so the two backends agree to round-off, without a host sync.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    scale = torch.clamp(max_norm / norm, max=1.0)
+    torch._foreach_mul_(grads, scale)
+    return norm
+
+
+@torch.no_grad()
+def estimate_loss(model: GPT, get_batch: Callable, eval_iters: int, device: torch.device | str = "cpu",
+                  autocast=None) -> dict[str, float]:
+    """Mean loss over ``eval_iters`` batches per split, in eval mode, without gradients."""
+    out = {}
+    model.eval()  # dropout off
+    for split in ("train", "val"):
+        losses = torch.zeros(eval_iters, dtype=torch.float64, device=device)
+        for k in range(eval_iters):
+            X, Y = (torch.from_numpy(a).to(device) for a in get_batch(split))
+            with autocast or contextlib.nullcontext():
+                _, loss = model(X, Y)
+            losses[k] = loss
+        out[split] = losses.mean().item()  # one host sync per split
+    model.train()  # dropout back on
+    return out
+
+
+@torch.no_grad()
+def generate(model: GPT, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None, uniforms: np.ndarray | None = None,
+             device: torch.device | str | None = None) -> np.ndarray:
+    """Continue each row of ``idx`` (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + new).
+
+    ``temperature == 0`` picks the most likely token (greedy). ``seed`` makes sampling
+    reproducible; ``uniforms`` (max_new_tokens, B) in [0, 1) replaces the framework's RNG
+    by inverse-CDF sampling, so that two backends fed the same numbers pick the same tokens.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=device)
+    # [torch≠jax] torch draws from a stateful Generator; JAX splits an explicit key per token
+    generator = torch.Generator(device=device)
+    generator.manual_seed(0 if seed is None else seed)
+    for i in range(max_new_tokens):
+        idx_cond = idx[:, -model.config.block_size:]  # crop the context to block_size
+        logits, _ = model(idx_cond)
+        logits = logits[:, -1, :].float()  # (B, vocab_size): only the last position predicts
+        if temperature == 0:
+            idx_next = torch.argmax(logits, dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            probs = torch.softmax(logits, dim=-1)
+            if uniforms is None:
+                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
+            else:
+                u = torch.as_tensor(uniforms[i], dtype=probs.dtype, device=device)[:, None]  # (B, 1)
+                cdf = torch.cumsum(probs, dim=-1)
+                idx_next = torch.clamp((cdf <= u).sum(-1, keepdim=True), max=probs.size(-1) - 1)
+        idx = torch.cat((idx, idx_next), dim=1)
+    model.train(was_training)
+    return idx.cpu().numpy()
+
+
+class Trainer:
+    """One model, its optimizer and its device: what the CLI, the benchmark and the parity suite drive."""
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
+                 weights: dict[str, np.ndarray] | None = None):
+        self.model_config = model_config
+        self.train_config = train_config
+        self.device = select_device(train_config.device)
+        self.dtype = resolve_dtype(train_config.dtype, self.device)
+        set_matmul_precision(train_config.tf32)
+        # bfloat16 is a compute dtype (autocast); parameters and optimizer state stay float32
+        param_dtype = "float64" if self.dtype == "float64" else "float32"
+        self.model = create_model(model_config, weights, device=self.device, param_dtype=param_dtype,
+                                  attention=train_config.attention, seed=train_config.seed)
+        self.optimizer = configure_optimizer(self.model, train_config, self.device)
+        self.autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+                         if self.dtype == "bfloat16" else contextlib.nullcontext())
+        self.forward = torch.compile(self.model) if train_config.compile else self.model
+        self.iter_num = 0  # optimizer steps taken; drives the learning-rate schedule
+        torch.manual_seed(train_config.seed)  # dropout masks
+
+    # -- moving data -------------------------------------------------------------------------
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.asarray(array))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # -- training ----------------------------------------------------------------------------
+    def step(self, x, y) -> torch.Tensor:
+        """One AdamW step on the batch (x, y); returns the loss, still on the device."""
+        lr = get_lr(self.iter_num, self.train_config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = x if isinstance(x, torch.Tensor) else self.to_device(x)
+        y = y if isinstance(y, torch.Tensor) else self.to_device(y)
+        with self.autocast:
+            _, loss = self.forward(x, y)
+        loss.backward()
+        if self.train_config.grad_clip > 0:
+            clip_grad_norm(list(self.model.parameters()), self.train_config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter_num += 1
+        return loss.detach()
+
+    def loss_and_grads(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
+        """The loss and the gradient of every parameter (canonical layout), without a step."""
+        self.model.zero_grad(set_to_none=True)
+        with self.autocast:
+            _, loss = self.forward(self.to_device(x), self.to_device(y))
+        loss.backward()
+        params = dict(self.model.named_parameters())
+        grads = {s.name: params[s.name].grad.detach().cpu().numpy().copy() for s in param_layout(self.model_config)}
+        self.model.zero_grad(set_to_none=True)
+        return float(loss), grads
+
+    @torch.no_grad()
+    def logits(self, x, train: bool = False) -> np.ndarray:
+        self.model.train(train)
+        with self.autocast:
+            logits, _ = self.forward(self.to_device(x))
+        self.model.train()
+        return logits.float().cpu().numpy() if self.dtype == "bfloat16" else logits.cpu().numpy()
+
+    def estimate_loss(self, get_batch: Callable, eval_iters: int) -> dict[str, float]:
+        return estimate_loss(self.forward, get_batch, eval_iters, self.device, self.autocast)
+
+    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int | None = None,
+                 uniforms: np.ndarray | None = None) -> np.ndarray:
+        return generate(self.model, idx, max_new_tokens, temperature, top_k, seed, uniforms, self.device)
+
+    # -- state in the canonical layout -------------------------------------------------------
+    def weights(self) -> dict[str, np.ndarray]:
+        return export_weights(self.model)
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        load_weights(self.model, weights)
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """AdamW's moments as ``exp_avg/<name>``, ``exp_avg_sq/<name>``, and the step count."""
+        params = dict(self.model.named_parameters())
+        out = {"step": np.asarray(self.iter_num, dtype=np.int64)}
+        for spec in param_layout(self.model_config):
+            state = self.optimizer.state.get(params[spec.name], {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = state.get(key)
+                out[f"{key}/{spec.name}"] = (np.zeros(spec.shape, dtype=np.float32) if value is None
+                                             else value.detach().cpu().numpy().copy())
+        return out
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        params = dict(self.model.named_parameters())
+        step = int(state["step"])
+        for spec in param_layout(self.model_config):
+            p = params[spec.name]
+            self.optimizer.state[p] = {
+                # fused/capturable AdamW keeps its step on the parameter's device
+                "step": torch.tensor(float(step), dtype=torch.float32,
+                                     device=p.device if self.optimizer.defaults.get("fused") else "cpu"),
+                "exp_avg": torch.as_tensor(np.asarray(state[f"exp_avg/{spec.name}"]), dtype=p.dtype, device=p.device).clone(),
+                "exp_avg_sq": torch.as_tensor(np.asarray(state[f"exp_avg_sq/{spec.name}"]), dtype=p.dtype, device=p.device).clone(),
+            }
+        self.iter_num = step
+
+    def rng_state(self) -> np.ndarray:
+        return torch.get_rng_state().numpy().copy()
+
+    def set_rng_state(self, state: np.ndarray) -> None:
+        torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype=np.uint8).copy()))

@@ -1,0 +1,1 @@
+"""Framework-free layer shared by every backend: numpy only, no torch, jax or flax."""
