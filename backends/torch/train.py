@@ -209,9 +209,17 @@ class Trainer:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
-    def synchronize(self) -> None:
+    def wait(self, loss: torch.Tensor | None = None) -> None:
+        """Block until all queued work (the step that produced ``loss``, its update) is done."""
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+        elif loss is not None:
+            loss.item()  # on the CPU the work is already done; a host read makes sure
+
+    def compile(self, x, y) -> dict[str, float]:
+        """Ahead-of-time compilation where the framework has it. [torch≠jax] torch.compile is
+        lazy: it compiles inside the first step, so there is nothing to time separately here."""
+        return {}
 
     # -- training ----------------------------------------------------------------------------
     def step(self, x, y) -> torch.Tensor:
