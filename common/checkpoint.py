@@ -68,7 +68,8 @@ def save_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint) -> Path:
     for name, value in ckpt.weights.items():
         tensors[f"param/{name}"] = np.ascontiguousarray(value)
     for name, value in (ckpt.optimizer or {}).items():
-        tensors[f"optim/{name}"] = np.ascontiguousarray(np.asarray(value))
+        # safetensors stores a 0-d array as shape (1,); the step count is read back as 0-d
+        tensors[f"optim/{name}"] = np.ascontiguousarray(np.asarray(value)).reshape(np.shape(value) or (1,))
     for name, value in ckpt.rng.items():
         tensors[f"rng/{name}"] = np.ascontiguousarray(np.asarray(value))
     meta = {
@@ -126,6 +127,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise UserError(f"checkpoint {str(file)!r} has unreadable metadata ({exc}); restore it or train again") from None
     weights = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
     optimizer = {k[len("optim/"):]: v for k, v in tensors.items() if k.startswith("optim/")} or None
+    if optimizer and "step" in optimizer and optimizer["step"].shape == (1,):
+        optimizer["step"] = optimizer["step"].reshape(())
     rng = {k[len("rng/"):]: v for k, v in tensors.items() if k.startswith("rng/")}
     problems = check_weights(model_config, weights)
     if optimizer is not None:

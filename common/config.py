@@ -168,13 +168,21 @@ def _parse_value(key: str, text: str, type_name: str) -> Any:
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """Turn ``["--n_layer=2", "--dropout=0.1"]`` into typed values; reject unknown keys."""
+    """Turn ``["--n_layer=2", "--dropout", "0.1"]`` into typed values; reject unknown keys."""
     types = {f.name: f.type for f in fields(ModelConfig)} | {f.name: f.type for f in fields(TrainConfig)}
     out: dict[str, Any] = {}
-    for arg in args:
-        if not arg.startswith("--") or "=" not in arg:
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--") or len(arg) == 2:
             raise UserError(f"cannot read argument {arg!r}; overrides look like --key=value")
-        key, text = arg[2:].split("=", 1)
+        if "=" in arg:
+            key, text = arg[2:].split("=", 1)
+        else:
+            key = arg[2:]
+            if not args or args[0].startswith("--"):
+                raise UserError(f"--{key} needs a value; write --{key}=VALUE")
+            text = args.pop(0)
         key = key.replace("-", "_")
         if key not in types:
             raise UserError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(types))}")

@@ -1,0 +1,122 @@
+"""The ``microgpt`` command: train, sample, convert (and parity, see backends/parity.py).
+
+Every problem the user can fix ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backends import BACKENDS
+from common.config import PRESETS, parse_overrides
+from common.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on a text corpus",
+                       description="Train a character-level GPT. Any --key=value after the options "
+                                   "overrides the preset's config (e.g. --n_layer=2 --max_iters=500).")
+    p.add_argument("--backend", default="torch", help=f"framework: {', '.join(BACKENDS)} (default torch)")
+    p.add_argument("--preset", default="baby", help=f"named config: {', '.join(PRESETS)} (default baby)")
+    p.add_argument("--data", default=None, help="corpus: a UTF-8 text file, or 'shakespeare' (default)")
+    p.add_argument("--out", default="out", help="directory for checkpoints (last/, best/), metrics.csv, loss.png")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory, or a training --out directory")
+    p.add_argument("--backend", default=None, help="framework to sample with (default: the one that trained it)")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely character")
+    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda/gpu, mps")
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="import a checkpoint written by nanoGPT's train.py")
+    p.add_argument("--from-nanogpt", required=True, metavar="CKPT_PT", help="nanoGPT's ckpt.pt")
+    p.add_argument("--meta", default=None, help="nanoGPT's meta.pkl (the character vocabulary)")
+    p.add_argument("--vocab-from", default=None, metavar="TEXT",
+                   help="without meta.pkl: the text the model was trained on (its sorted characters)")
+    p.add_argument("--out", required=True, help="directory to write the MicroGPT checkpoint into")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="microgpt", description="A character-level GPT in PyTorch and in JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+    _add_sample(sub)
+    _add_convert(sub)
+    try:
+        from backends.parity import add_parser as add_parity
+    except ImportError:  # the parity suite ships with the package; tolerate partial checkouts
+        add_parity = None
+    if add_parity is not None:
+        add_parity(sub)
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "train" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "train":
+        from backends import trainloop
+
+        overrides = parse_overrides(extra)
+        if args.backend not in BACKENDS:
+            raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if args.preset not in PRESETS:
+            raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+        result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
+                                 resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
+        best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+        print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
+              f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
+        return 130 if result.interrupted else 0
+    if args.command == "sample":
+        from backends import trainloop
+
+        for text in trainloop.sample(args.checkpoint, args.backend, args.prompt, args.max_new_tokens,
+                                     args.temperature, args.top_k, args.seed, args.device, args.num_samples):
+            print(text)
+            print("---------------")
+        return 0
+    if args.command == "convert":
+        from backends import nanogpt_import
+
+        path = nanogpt_import.convert(args.from_nanogpt, args.out, meta=args.meta, vocab_from=args.vocab_from)
+        print(f"wrote {path}")
+        return 0
+    return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"microgpt: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("microgpt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
