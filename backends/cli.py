@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"microgpt: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SystemExit as exc:  # argparse: --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("microgpt: interrupted", file=sys.stderr)
         return 130
