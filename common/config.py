@@ -179,9 +179,11 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         if "=" in arg:
             key, text = arg[2:].split("=", 1)
         else:
-            key = arg[2:]
+            key = arg[2:].replace("-", "_")
             if not args or args[0].startswith("--"):
-                raise UserError(f"--{key} needs a value; write --{key}=VALUE")
+                if types.get(key) != "bool":
+                    raise UserError(f"--{key} needs a value; write --{key}=VALUE")
+                args.insert(0, "true")  # a bare boolean flag, e.g. --compile
             text = args.pop(0)
         key = key.replace("-", "_")
         if key not in types:

@@ -18,6 +18,7 @@ def test_presets_match_the_issue():
 def test_overrides_are_typed():
     assert parse_overrides(["--n_layer=2", "--dropout", "0.1", "--compile=true", "--device=cpu"]) == {
         "n_layer": 2, "dropout": 0.1, "compile": True, "device": "cpu"}
+    assert parse_overrides(["--tf32", "--bias=false", "--compile"]) == {"tf32": True, "bias": False, "compile": True}
     m, t = build_configs("tiny", {"n_layer": 3, "learning_rate": 3e-4})
     assert m.n_layer == 3 and t.learning_rate == 3e-4
 
