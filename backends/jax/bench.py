@@ -1,0 +1,267 @@
+"""JAX hooks for the benchmark harness (``benchmarks/``), which never imports jax itself.
+
+Mirrors ``backends/torch/bench.py``: the same functions with the same signatures.
+
+- ``environment(trainer)``: framework versions, device, thread settings, matmul precision, XLA_FLAGS.
+- ``ready(arrays)``: block until arrays put on the device have arrived.
+- ``compile_stats()``: XLA compilations so far in this process, and the time they took.
+- ``reset_peak_memory(trainer)`` / ``peak_memory(trainer)``: peak RSS, the device's peak
+  (``memory_stats``, where the device keeps them) and the compiled step's memory analysis.
+- ``matmul_peak(device, dtype, fresh)``: the measured float32 matmul rate of the device,
+  cached per machine in the user cache.
+- ``profile(trainer, x, y, steps, out_dir)``: a jax.profiler trace of a few steps.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from common.corpus import atomic_write_bytes, cache_dir
+
+BACKEND = "jax"
+PEAK_CACHE = "matmul_peak.json"
+
+# Every XLA compilation in this process (jit, AOT .compile(), eager op dispatch) reports its
+# backend-compile duration here; counting them before and after a region shows recompilations.
+_COMPILES = {"count": 0, "seconds": 0.0}
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event == _COMPILE_EVENT:
+        _COMPILES["count"] += 1
+        _COMPILES["seconds"] += float(duration)
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+# -- environment ---------------------------------------------------------------------------
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device) -> str:
+    if device.platform == "cpu":
+        return cpu_model()
+    return device.device_kind
+
+
+def _device_type(device) -> str:
+    return "cuda" if device.platform == "gpu" else device.platform
+
+
+def environment(trainer=None) -> dict[str, Any]:
+    device = trainer.device if trainer is not None else jax.devices()[0]
+    env: dict[str, Any] = {
+        "framework": "jax",
+        "versions": {"jax": jax.__version__, "jaxlib": _version("jaxlib"), "flax": _version("flax"),
+                     "optax": _version("optax")},
+        "device": {"type": _device_type(device), "name": device_name(device), "kind": device.device_kind,
+                   "platform": device.platform, "count": len(jax.devices(device.platform)),
+                   "default_backend": jax.default_backend()},
+        "threads": {"XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+                    "cpu_count": os.cpu_count(),
+                    "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                    "note": "XLA:CPU sizes its thread pool from the CPUs it may use unless XLA_FLAGS say otherwise"},
+        "precision": {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+                      "jax_enable_x64": bool(jax.config.jax_enable_x64)},
+        "memory": {"XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
+                   "XLA_PYTHON_CLIENT_MEM_FRACTION": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
+                   "XLA_PYTHON_CLIENT_ALLOCATOR": os.environ.get("XLA_PYTHON_CLIENT_ALLOCATOR")},
+    }
+    if trainer is not None:
+        env["dtype"] = trainer.dtype
+        env["compile"] = True  # jax always jit-compiles the step
+        env["attention"] = trainer.train_config.attention
+        env["optimizer"] = {"class": "optax chain: clip_by_global_norm, adamw (jitted with the step)"}
+    return env
+
+
+def ready(arrays) -> None:
+    """Arrays put on the device by ``Trainer.to_device`` are there once this returns."""
+    jax.block_until_ready(list(arrays))
+
+
+# -- compilations ----------------------------------------------------------------------------
+
+def compile_stats() -> dict[str, Any]:
+    """XLA compilations so far in this process and their backend-compile seconds.
+
+    A rise of ``compilations`` between two calls means XLA compiled something new: a
+    recompilation of the step (new shapes, dtypes or static arguments) or an eager op.
+    """
+    return {"compilations": _COMPILES["count"], "compile_s": _COMPILES["seconds"],
+            "source": f"jax.monitoring {_COMPILE_EVENT} events"}
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+def _rss_peak_bytes() -> dict[str, Any]:
+    """Peak resident set size: VmHWM (resettable, see reset_peak_memory) or ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"bytes": int(line.split()[1]) * 1024, "source": "/proc/self/status VmHWM"}
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "source": "getrusage ru_maxrss (since process start)"}
+
+
+def reset_peak_memory(trainer) -> dict[str, Any]:
+    """Start the peak counters afresh, so peaks cover what follows (the timed steps).
+
+    [torch≠jax] PJRT has no reset for ``peak_bytes_in_use``: on a GPU the device peak
+    covers the whole process (set-up and compilation included)."""
+    out = {"rss": False, "device": False}
+    try:  # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+        out["rss"] = True
+    except OSError:
+        pass
+    return out
+
+
+def _compiled_memory(trainer) -> dict[str, Any] | None:
+    compiled = getattr(trainer, "_compiled", None)  # the AOT executable from Trainer.compile
+    if compiled is None:
+        return None
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if stats is None:
+        return None
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+              "generated_code_size_in_bytes")
+    return {f: int(getattr(stats, f)) for f in fields if hasattr(stats, f)}
+
+
+def peak_memory(trainer) -> dict[str, Any]:
+    rss = _rss_peak_bytes()
+    out: dict[str, Any] = {"host_rss_peak_bytes": rss["bytes"], "host_rss_source": rss["source"],
+                           "device_peak_bytes": None, "device_source": None}
+    try:
+        stats = trainer.device.memory_stats()
+    except Exception:
+        stats = None
+    if stats and "peak_bytes_in_use" in stats:
+        out["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+        out["device_source"] = "jax Device.memory_stats() peak_bytes_in_use (whole process)"
+        out["device_bytes_limit"] = stats.get("bytes_limit")
+    compiled = _compiled_memory(trainer)
+    if compiled is not None:
+        out["compiled_step"] = compiled
+        out["compiled_step_source"] = "trainer's AOT executable .memory_analysis()"
+    return out
+
+
+# -- the device's matmul peak ---------------------------------------------------------------
+
+def _probe_key(device, dtype: str, n: int) -> str:
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"jax {jax.__version__} | {_device_type(device)} | {device_name(device)} | threads={threads} | "
+            f"{dtype} | precision=highest | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} | n={n}")
+
+
+def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str, Any]:
+    """The best rate of an n x n float32 matmul on ``device``, in FLOP/s, and how it was found.
+
+    Measured once per machine (and thread count, framework version, XLA_FLAGS) and cached in
+    ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` measures again. The matmul runs
+    at ``Precision.HIGHEST``: true float32, no TF32 or bf16 passes on a GPU.
+    """
+    if isinstance(device, str):
+        device = jax.devices(device)[0]
+    n = 2048 if device.platform == "cpu" else 8192
+    key = _probe_key(device, dtype, n)
+    path = cache_dir() / PEAK_CACHE
+    cache = _read_cache(path)
+    if not fresh and key in cache:
+        return dict(cache[key], cached=True, cache_path=str(path))
+    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[dtype]
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.device_put(jax.random.normal(ka, (n, n), jdtype), device)
+    b = jax.device_put(jax.random.normal(kb, (n, n), jdtype), device)
+    mm = jax.jit(lambda p, q: jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST))
+    for _ in range(2):  # compile, and warm up the clock
+        mm(a, b).block_until_ready()
+    times = []
+    budget_end = time.perf_counter() + 2.0
+    while len(times) < 5 or (len(times) < 20 and time.perf_counter() < budget_end):
+        t0 = time.perf_counter()
+        mm(a, b).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    threads = key.split("threads=")[1].split(" ")[0]
+    result = {
+        "flops_per_s": 2 * n**3 / best,
+        "source": f"measured: jnp.matmul {n}x{n} {dtype} (precision HIGHEST) on {device_name(device)}, "
+                  f"best of {len(times)}, {threads} CPUs allowed",
+        "n": n, "repeats": len(times), "median_flops_per_s": 2 * n**3 / sorted(times)[len(times) // 2],
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
+    }
+    cache = _read_cache(path)  # another worker may have written meanwhile
+    cache[key] = result
+    try:
+        atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
+    except OSError:
+        pass  # a read-only cache is no reason to fail a benchmark
+    return dict(result, cached=False, cache_path=str(path))
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+def profile(trainer, x, y, steps: int, out_dir) -> str:
+    """Trace ``steps`` training steps with jax.profiler (outside any timed region).
+
+    Writes a TensorBoard profile (``plugins/profile/<run>/*.xplane.pb``) and a Perfetto
+    trace (``*.trace.json.gz``, for ui.perfetto.dev) under ``out_dir``; returns the
+    Perfetto trace's path (or the directory if none was written).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loss = trainer.step(x, y)  # anything still queued finishes before the trace starts
+    trainer.wait(loss)
+    with jax.profiler.trace(str(out), create_perfetto_trace=True):
+        for i in range(steps):
+            with jax.profiler.StepTraceAnnotation("train_step", step_num=i):
+                loss = trainer.step(x, y)
+                trainer.wait(loss)
+    traces = sorted(out.glob("**/*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    return str(traces[-1]) if traces else str(out)

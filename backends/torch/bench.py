@@ -1,0 +1,241 @@
+"""PyTorch hooks for the benchmark harness (``benchmarks/``), which never imports torch itself.
+
+Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
+
+- ``environment(trainer)``: framework versions, device, thread counts, matmul precision.
+- ``ready(arrays)``: block until arrays put on the device have arrived.
+- ``compile_stats()``: compilations so far in this process, and the time they took.
+- ``reset_peak_memory(trainer)`` / ``peak_memory(trainer)``: peak RSS, and the device's peak.
+- ``matmul_peak(device, dtype, fresh)``: the measured float32 matmul rate of the device,
+  cached per machine in the user cache.
+- ``profile(trainer, x, y, steps, out_dir)``: a torch.profiler trace of a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.corpus import atomic_write_bytes, cache_dir
+
+BACKEND = "torch"
+PEAK_CACHE = "matmul_peak.json"
+
+
+# -- environment ---------------------------------------------------------------------------
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(trainer=None) -> dict[str, Any]:
+    device = trainer.device if trainer is not None else torch.device("cpu")
+    env: dict[str, Any] = {
+        "framework": "torch",
+        "versions": {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn":
+                     torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None},
+        "device": {"type": device.type, "name": device_name(device),
+                   "count": torch.cuda.device_count() if device.type == "cuda" else 1},
+        "threads": {"torch.get_num_threads": torch.get_num_threads(),
+                    "torch.get_num_interop_threads": torch.get_num_interop_threads()},
+        "precision": {
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        },
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
+    if trainer is not None:
+        env["dtype"] = trainer.dtype
+        env["compile"] = bool(trainer.train_config.compile)
+        opt = trainer.optimizer.defaults
+        env["optimizer"] = {"class": type(trainer.optimizer).__name__,
+                            "fused": opt.get("fused"), "foreach": opt.get("foreach")}
+        env["attention"] = trainer.train_config.attention
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["device"]["memory_bytes"] = props.total_memory
+        env["device"]["capability"] = f"{props.major}.{props.minor}"
+    return env
+
+
+def ready(arrays) -> None:
+    """Arrays put on the device by ``Trainer.to_device`` are there once this returns."""
+    if any(isinstance(a, torch.Tensor) and a.device.type == "cuda" for a in arrays):
+        torch.cuda.synchronize()
+
+
+# -- compilations ----------------------------------------------------------------------------
+
+def compile_stats() -> dict[str, Any]:
+    """torch.compile's graphs compiled so far in this process (0 in eager mode) and their time.
+
+    A rise of ``compilations`` between two calls means dynamo traced and compiled again:
+    a recompilation (a guard failed) or a graph break that compiled a new piece.
+    """
+    if "torch._dynamo" not in sys.modules:  # eager: dynamo never loaded, nothing compiled
+        return {"compilations": 0, "compile_s": 0.0, "source": "torch._dynamo not loaded (eager)"}
+    from torch._dynamo import utils
+
+    stats = utils.counters["stats"]
+    seconds = sum(utils.compilation_time_metrics.get("_compile.compile_inner", []))
+    return {"compilations": int(stats.get("unique_graphs", 0)), "compile_s": float(seconds),
+            "graph_breaks": int(sum(utils.counters["graph_break"].values())),
+            "source": "torch._dynamo counters (stats.unique_graphs; _compile.compile_inner seconds)"}
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+def _rss_peak_bytes() -> dict[str, Any]:
+    """Peak resident set size: VmHWM (resettable, see reset_peak_memory) or ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"bytes": int(line.split()[1]) * 1024, "source": "/proc/self/status VmHWM"}
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "source": "getrusage ru_maxrss (since process start)"}
+
+
+def reset_peak_memory(trainer) -> dict[str, Any]:
+    """Start the peak counters afresh, so peaks cover what follows (the timed steps)."""
+    out = {"rss": False, "device": False}
+    try:  # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+        out["rss"] = True
+    except OSError:
+        pass
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+        out["device"] = True
+    return out
+
+
+def peak_memory(trainer) -> dict[str, Any]:
+    rss = _rss_peak_bytes()
+    out: dict[str, Any] = {"host_rss_peak_bytes": rss["bytes"], "host_rss_source": rss["source"],
+                           "device_peak_bytes": None, "device_source": None}
+    if trainer.device.type == "cuda":
+        out["device_peak_bytes"] = int(torch.cuda.max_memory_allocated(trainer.device))
+        out["device_reserved_peak_bytes"] = int(torch.cuda.max_memory_reserved(trainer.device))
+        out["device_source"] = "torch.cuda.max_memory_allocated"
+    return out
+
+
+# -- the device's matmul peak ---------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _probe_key(device: torch.device, dtype: str, n: int) -> str:
+    return (f"torch {torch.__version__} | {device.type} | {device_name(device)} | "
+            f"threads={torch.get_num_threads()} | {dtype} | tf32={torch.backends.cuda.matmul.allow_tf32} | n={n}")
+
+
+def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str, Any]:
+    """The best rate of an n x n float32 matmul on ``device``, in FLOP/s, and how it was found.
+
+    Measured once per machine (and thread count, framework version, precision setting) and
+    cached in ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` measures again.
+    """
+    device = torch.device(device)
+    n = 2048 if device.type == "cpu" else 8192
+    key = _probe_key(device, dtype, n)
+    path = cache_dir() / PEAK_CACHE
+    cache = _read_cache(path)
+    if not fresh and key in cache:
+        return dict(cache[key], cached=True, cache_path=str(path))
+    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[dtype]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
+    for _ in range(2):  # warm up the BLAS / cuBLAS handles and the clock
+        c = a @ b
+    _sync(device)
+    times = []
+    budget_end = time.perf_counter() + 2.0
+    while len(times) < 5 or (len(times) < 20 and time.perf_counter() < budget_end):
+        t0 = time.perf_counter()
+        c = a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    del c
+    best = min(times)
+    result = {
+        "flops_per_s": 2 * n**3 / best,
+        "source": f"measured: torch.matmul {n}x{n} {dtype} on {device_name(device)}, "
+                  f"best of {len(times)}, {torch.get_num_threads()} threads",
+        "n": n, "repeats": len(times), "median_flops_per_s": 2 * n**3 / sorted(times)[len(times) // 2],
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
+    }
+    cache = _read_cache(path)  # another worker may have written meanwhile
+    cache[key] = result
+    try:
+        atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
+    except OSError:
+        pass  # a read-only cache is no reason to fail a benchmark
+    return dict(result, cached=False, cache_path=str(path))
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+def profile(trainer, x, y, steps: int, out_dir) -> str:
+    """Trace ``steps`` training steps with torch.profiler (outside any timed region).
+
+    Writes ``torch_trace.json`` (Chrome trace: chrome://tracing or ui.perfetto.dev) and
+    ``torch_ops.txt`` (operators by self time) into ``out_dir``; returns the trace's path.
+    """
+    from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    activities = [ProfilerActivity.CPU]
+    if trainer.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    trainer.wait(trainer.step(x, y))  # as in the jax hook: one untraced step first
+    with torch_profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            with record_function("train_step"):
+                trainer.wait(trainer.step(x, y))
+    trace = out / "torch_trace.json"
+    prof.export_chrome_trace(str(trace))
+    sort = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=30)
+    (out / "torch_ops.txt").write_text(f"torch.profiler, {steps} steps, sorted by {sort}\n{table}\n")
+    return str(trace)

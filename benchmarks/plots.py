@@ -1,0 +1,91 @@
+"""``--plot DIR``: step time and tokens/s per backend, with error bars (matplotlib, Agg).
+
+Bars (or points) are the median step time over all timed steps of all repeats; the
+error bars span p10..p90. Tokens/s is tokens per step over those same step times.
+With ``--sweep``, the figures are drawn against the swept value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLORS = {"torch": "#ee4c2c", "jax": "#5e97f6"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(report: dict[str, Any], backend: str):
+    """(x labels/values, median, low, high, tokens median, low, high) over the summary groups."""
+    out = []
+    for group in report["summary"]:
+        agg = group["backends"].get(backend)
+        if not agg or not agg["step_s"]["median"]:
+            continue
+        s, tpi = agg["step_s"], agg["tokens_per_iter"] or 0
+        x = next(iter(group["sweep"].values())) if group["sweep"] else None
+        out.append((x, s["median"] * 1e3, s["p10"] * 1e3, s["p90"] * 1e3,
+                    tpi / s["median"], tpi / s["p90"], tpi / s["p10"]))
+    return out
+
+
+def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = report["settings"]
+    backends = settings["backends"]
+    sweep = settings.get("sweep")
+    title = f"MicroGPT {settings['preset']} on {report['environment']['host']['cpu_model']}"
+    paths = []
+    for what, ylabel, idx in (("step_time", "step time (ms), median, p10-p90", (1, 2, 3)),
+                              ("tokens_per_s", "tokens/s, median, p10-p90", (4, 5, 6))):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        if sweep:
+            for b in backends:
+                pts = _series(report, b)
+                if not pts:
+                    continue
+                xs = [p[0] for p in pts]
+                mid = [p[idx[0]] for p in pts]
+                err = [[m - p[idx[1]] for m, p in zip(mid, pts)], [p[idx[2]] - m for m, p in zip(mid, pts)]]
+                numeric = all(isinstance(x, (int, float)) for x in xs)
+                positions = xs if numeric else list(range(len(xs)))
+                ax.errorbar(positions, mid, yerr=err, marker="o", capsize=4, label=b, color=COLORS.get(b))
+                if not numeric:
+                    ax.set_xticks(positions, [str(x) for x in xs])
+            ax.set_xlabel(sweep["key"])
+            if all(isinstance(v, (int, float)) and v > 0 for v in sweep["values"]) and len(sweep["values"]) > 2 \
+                    and max(sweep["values"]) / min(sweep["values"]) >= 8:
+                ax.set_xscale("log", base=2)
+            ax.legend()
+        else:
+            names, mids, lows, highs = [], [], [], []
+            for b in backends:
+                pts = _series(report, b)
+                if pts:
+                    p = pts[0]
+                    names.append(b)
+                    mids.append(p[idx[0]])
+                    lows.append(p[idx[0]] - p[idx[1]])
+                    highs.append(p[idx[2]] - p[idx[0]])
+            ax.bar(names, mids, yerr=[lows, highs], capsize=6, color=[COLORS.get(n, "grey") for n in names])
+            for i, m in enumerate(mids):
+                ax.annotate(f"{m:,.1f}" if m < 1000 else f"{m:,.0f}", (i, m), ha="center", va="bottom",
+                            xytext=(0, 3), textcoords="offset points", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        name = f"{what}_vs_{sweep['key']}.png" if sweep else f"{what}.png"
+        fig.savefig(out / name)
+        plt.close(fig)
+        paths.append(str(out / name))
+    return paths

@@ -1,0 +1,250 @@
+"""From raw worker results to figures: per-run metrics, aggregates over repeats, the
+jax/torch ratios, the table on stdout and the CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any, Iterable
+
+from benchmarks import peaks
+from benchmarks.stats import ratio, summarize
+from common.config import ModelConfig
+from common.flops import flops_per_iter
+
+# (key in an aggregate, label, unit scale, format); every figure also gets a jax/torch ratio
+FIGURES: list[tuple[str, str, float, str]] = [
+    ("valid_runs", "valid runs", 1, "{:.0f}"),
+    ("step_s.median", "step time median (ms)", 1e3, "{:.2f}"),
+    ("step_s.p10", "step time p10 (ms)", 1e3, "{:.2f}"),
+    ("step_s.p90", "step time p90 (ms)", 1e3, "{:.2f}"),
+    ("step_s.min", "step time min (ms)", 1e3, "{:.2f}"),
+    ("step_s.max", "step time max (ms)", 1e3, "{:.2f}"),
+    ("step_s.n", "timed steps n", 1, "{:.0f}"),
+    ("amortised_step_s", "amortised step (ms, 1 sync)", 1e3, "{:.2f}"),
+    ("tokens_per_s", "tokens/s (median step)", 1, "{:,.0f}"),
+    ("tokens_per_s_amortised", "tokens/s (amortised)", 1, "{:,.0f}"),
+    ("flops_per_s", "achieved GFLOP/s", 1e-9, "{:.1f}"),
+    ("measured_peak_flops_per_s", "measured f32 matmul peak GFLOP/s", 1e-9, "{:.1f}"),
+    ("mfu_measured", "MFU vs measured peak", 100, "{:.1f}%"),
+    ("vendor_peak_flops_per_s", "vendor peak TFLOP/s", 1e-12, "{:.1f}"),
+    ("mfu_vendor", "MFU vs vendor peak", 100, "{:.1f}%"),
+    ("compile_s", "compile (s)", 1, "{:.2f}"),
+    ("lower_s", "  of which lower (s)", 1, "{:.2f}"),
+    ("first_step_s", "first step (s)", 1, "{:.3f}"),
+    ("initial_loss", "initial loss", 1, "{:.4f}"),
+    ("final_loss", "final loss", 1, "{:.4f}"),
+    ("recompilations", "recompilations (timed)", 1, "{:.0f}"),
+    ("host_rss_peak_bytes", "peak RSS (MiB)", 1 / 2**20, "{:.0f}"),
+    ("device_peak_bytes", "device peak memory (MiB)", 1 / 2**20, "{:.0f}"),
+]
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def run_metrics(run: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one run, from its raw result (None where the run has no such figure)."""
+    cfg = run.get("config") or {}
+    model = ModelConfig(**cfg["model"]) if "model" in cfg else None
+    batch = (cfg.get("train") or {}).get("batch_size")
+    tokens_per_iter = batch * model.block_size if model and batch else None
+    fpi = flops_per_iter(model, batch) if model and batch else None
+    times = _get(run, "latency.times_s") or []
+    lat = summarize(times)
+    median = lat["median"]
+    amortised = _get(run, "throughput.step_s")
+    env = run.get("environment") or {}
+    device = env.get("device") or {}
+    measured = run.get("matmul_peak") or {}
+    vendor = peaks.vendor_peak(device.get("type", "?"), device.get("name", "?"), env.get("dtype", "?"),
+                               bool((cfg.get("train") or {}).get("tf32"))) if device else \
+        {"flops_per_s": None, "source": "n/a"}
+    flops_per_s = fpi / median if fpi and median else None
+    cold = run.get("cold") or {}
+    memory = run.get("memory") or {}
+    return {
+        "tokens_per_iter": tokens_per_iter,
+        "flops_per_iter": fpi,
+        "step_s": lat,
+        "amortised_step_s": amortised,
+        "tokens_per_s": tokens_per_iter / median if tokens_per_iter and median else None,
+        "tokens_per_s_amortised": tokens_per_iter / amortised if tokens_per_iter and amortised else None,
+        "flops_per_s": flops_per_s,
+        "measured_peak": {"flops_per_s": measured.get("flops_per_s"), "source": measured.get("source", "n/a")},
+        "vendor_peak": vendor,
+        "mfu_measured": ratio(flops_per_s, measured.get("flops_per_s")),
+        "mfu_vendor": ratio(flops_per_s, vendor["flops_per_s"]),
+        "compile_s": cold.get("compile_s"),
+        "lower_s": cold.get("lower_s"),
+        "first_step_s": cold.get("first_step_s"),
+        "initial_loss": _get(run, "sanity.initial_loss"),
+        "final_loss": run.get("final_loss"),
+        "recompilations": run.get("recompilations"),
+        "host_rss_peak_bytes": memory.get("host_rss_peak_bytes"),
+        "device_peak_bytes": memory.get("device_peak_bytes"),
+    }
+
+
+def _median(values: Iterable[Any]) -> float | None:
+    vals = sorted(float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v))
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One backend at one configuration, over its repeats: step times pooled over the valid runs."""
+    valid = [r for r in runs if r.get("status") == "ok"]
+    metrics = [r["metrics"] for r in valid]
+    pooled = [t for r in valid for t in _get(r, "latency.times_s") or []]
+    step = summarize(pooled)
+    per_repeat_medians = [m["step_s"]["median"] for m in metrics]
+    fpi = next((m["flops_per_iter"] for m in metrics if m["flops_per_iter"]), None)
+    tpi = next((m["tokens_per_iter"] for m in metrics if m["tokens_per_iter"]), None)
+    median = step["median"]
+    measured = _median(m["measured_peak"]["flops_per_s"] for m in metrics)
+    vendor = next((m["vendor_peak"] for m in metrics), {"flops_per_s": None, "source": "n/a"})
+    flops_per_s = fpi / median if fpi and median else None
+    rss = [m["host_rss_peak_bytes"] for m in metrics if m["host_rss_peak_bytes"] is not None]
+    dev = [m["device_peak_bytes"] for m in metrics if m["device_peak_bytes"] is not None]
+    recompiles = [m["recompilations"] for m in metrics if m["recompilations"] is not None]
+    return {
+        "runs": len(runs),
+        "valid_runs": len(valid),
+        "statuses": [r.get("status") for r in runs],
+        "tokens_per_iter": tpi,
+        "flops_per_iter": fpi,
+        "step_s": step,
+        "per_repeat_median_step_s": per_repeat_medians,
+        "amortised_step_s": _median(m["amortised_step_s"] for m in metrics),
+        "tokens_per_s": tpi / median if tpi and median else None,
+        "tokens_per_s_amortised": _median(m["tokens_per_s_amortised"] for m in metrics),
+        "flops_per_s": flops_per_s,
+        "measured_peak_flops_per_s": measured,
+        "measured_peak_source": next((m["measured_peak"]["source"] for m in metrics), "n/a"),
+        "mfu_measured": ratio(flops_per_s, measured),
+        "vendor_peak_flops_per_s": vendor["flops_per_s"],
+        "vendor_peak_source": vendor["source"],
+        "mfu_vendor": ratio(flops_per_s, vendor["flops_per_s"]),
+        "compile_s": _median(m["compile_s"] for m in metrics),
+        "lower_s": _median(m["lower_s"] for m in metrics),
+        "first_step_s": _median(m["first_step_s"] for m in metrics),
+        "initial_loss": _median(m["initial_loss"] for m in metrics),
+        "final_loss": _median(m["final_loss"] for m in metrics),
+        "recompilations": sum(recompiles) if recompiles else None,
+        "host_rss_peak_bytes": max(rss) if rss else None,
+        "device_peak_bytes": max(dev) if dev else None,
+    }
+
+
+def figure_value(agg: dict[str, Any], key: str) -> Any:
+    if key.startswith("step_s."):
+        return _get(agg, "step_s." + key.split(".", 1)[1])
+    return agg.get(key)
+
+
+def ratios(aggs: dict[str, dict[str, Any]], num: str = "jax", den: str = "torch") -> dict[str, float | None]:
+    if num not in aggs or den not in aggs:
+        return {}
+    return {key: ratio(figure_value(aggs[num], key), figure_value(aggs[den], key)) for key, *_ in FIGURES}
+
+
+def _fmt(value: Any, scale: float, fmt: str) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return fmt.format(value * scale)
+
+
+def format_table(group: dict[str, Any], backends: list[str]) -> str:
+    """Figures down, backends across, then jax/torch."""
+    aggs = group["backends"]
+    cols = [b for b in backends if b in aggs]
+    show_ratio = "jax" in aggs and "torch" in aggs
+    header = ["figure", *cols] + (["jax/torch"] if show_ratio else [])
+    rows = [header]
+    for key, label, scale, fmt in FIGURES:
+        values = [figure_value(aggs[b], key) for b in cols]
+        if all(v is None for v in values) and key in ("lower_s", "device_peak_bytes", "vendor_peak_flops_per_s", "mfu_vendor"):
+            continue  # figures this device or framework does not have
+        row = [label] + [_fmt(v, scale, fmt) for v in values]
+        if show_ratio:
+            r = group["ratios"].get(key)
+            row.append("n/a" if r is None else f"{r:.3f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    out = []
+    for group in report["summary"]:
+        title = f"{s['preset']}"
+        if group["sweep"]:
+            title += "  " + ", ".join(f"{k}={v}" for k, v in group["sweep"].items())
+        any_agg = next(iter(group["backends"].values()), {})
+        title += (f"  (batch {group['batch_size']} x block {group['block_size']} = {any_agg.get('tokens_per_iter')} tokens/step, "
+                  f"{_fmt(any_agg.get('flops_per_iter'), 1e-9, '{:.2f}')} GFLOP/step)")
+        out.append(title)
+        out.append(format_table(group, s["backends"]))
+        out.append("")
+    peaks_seen = {}
+    for group in report["summary"]:
+        for b, agg in group["backends"].items():
+            peaks_seen.setdefault(f"measured peak ({b})", agg.get("measured_peak_source"))
+            peaks_seen.setdefault(f"vendor peak ({b})", agg.get("vendor_peak_source"))
+    for k, v in peaks_seen.items():
+        out.append(f"{k}: {v}")
+    bad = [r for r in report["runs"] if r.get("status") != "ok"]
+    for r in bad:
+        out.append(f"{r['backend']} repeat {r['repeat']}{' ' + str(r['sweep']) if r['sweep'] else ''}: "
+                   f"{r['status']}: {r.get('error')}")
+    out.append(f"command: {report['command_line']}")
+    return "\n".join(out) + "\n"
+
+
+CSV_COLUMNS = ["sweep_key", "sweep_value", "backend", "runs", "valid_runs", "step_s_median", "step_s_p10",
+               "step_s_p90", "step_s_min", "step_s_max", "step_s_n", "amortised_step_s", "tokens_per_s",
+               "tokens_per_s_amortised", "flops_per_iter", "flops_per_s", "measured_peak_flops_per_s",
+               "mfu_measured", "vendor_peak_flops_per_s", "mfu_vendor", "compile_s", "lower_s", "first_step_s",
+               "initial_loss", "final_loss", "recompilations", "host_rss_peak_bytes", "device_peak_bytes"]
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    """One row per backend and configuration, and a ``jax/torch`` row of ratios where both ran."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for group in report["summary"]:
+        key = next(iter(group["sweep"]), "") if group["sweep"] else ""
+        value = group["sweep"][key] if key else ""
+        rows = dict(group["backends"])
+        for name, agg in rows.items():
+            row = {"sweep_key": key, "sweep_value": value, "backend": name}
+            for col in CSV_COLUMNS[3:]:
+                if col.startswith("step_s_"):
+                    row[col] = _get(agg, "step_s." + col[len("step_s_"):])
+                else:
+                    row[col] = agg.get(col)
+            writer.writerow(row)
+        if group["ratios"]:
+            row = {"sweep_key": key, "sweep_value": value, "backend": "jax/torch"}
+            for col in CSV_COLUMNS[3:]:
+                fig = "step_s." + col[len("step_s_"):] if col.startswith("step_s_") else col
+                row[col] = group["ratios"].get(fig)
+            writer.writerow(row)
+    return buf.getvalue()

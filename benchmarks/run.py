@@ -1,0 +1,344 @@
+"""``python -m benchmarks.run``: time MicroGPT's training step in PyTorch and in JAX, side by side.
+
+Every backend, configuration and repeat runs in a fresh worker process
+(``benchmarks.worker``); with several repeats the backends are interleaved
+(torch jax torch jax ...) so that drift on a shared machine hits both alike.
+The parent never imports a framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report as report_mod
+from benchmarks import sysinfo
+from benchmarks.schema import SCHEMA_VERSION
+from common import config as config_mod
+from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
+from common.errors import UserError
+
+PROG = "python -m benchmarks.run"
+BACKEND_CHOICES = ("torch", "jax", "all")
+DEVICE_CHOICES = ("auto", "cpu", "gpu", "cuda")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+# (timed steps, warmup steps) when --steps/--warmup are not given: about a minute in all for
+# `baby` on a laptop CPU; shakespeare-char takes seconds per step on a CPU.
+DEFAULT_STEPS = {"tiny": (20, 5), "baby": (20, 5), "shakespeare-char": (3, 2)}
+FALLBACK_STEPS = (10, 3)
+DEFAULT_VOCAB = 65  # tiny Shakespeare's, for synthetic tokens when no corpus is around
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message}; see {PROG} --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    presets = ", ".join(config_mod.PRESETS)
+    p = _Parser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1] + " Each run: cold costs (compile, first step), "
+        "warmup with a sanity gate, per-step latency, then amortised throughput. Extra --key=value "
+        "arguments override the preset's config (e.g. --n_layer=2).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--backend", default="all", help="framework to time: torch, jax, or all (both, interleaved)")
+    p.add_argument("--preset", default="baby", help=f"model and batch shape: {presets}")
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU if there is one, else the CPU), cpu, or gpu (CUDA; exit status 2 without one)")
+    p.add_argument("--dtype", default="auto",
+                   help="compute dtype: float32 or bfloat16 (torch autocast, JAX compute dtype); auto is "
+                        "bfloat16 on a GPU, float32 on a CPU")
+    p.add_argument("--tf32", default=False, action=argparse.BooleanOptionalAction,
+                   help="let float32 matmuls use TF32 on a GPU; the report states which (no effect on a CPU)")
+    p.add_argument("--compile", default=False, action=argparse.BooleanOptionalAction,
+                   help="torch.compile the torch model (its compile time is reported); JAX always jit-compiles")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per run, for latency and again for throughput (default: "
+                        + ", ".join(f"{k} {v[0]}" for k, v in DEFAULT_STEPS.items()) + ")")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps after the first, ending with the first batch again for the sanity gate "
+                        "(default: " + ", ".join(f"{k} {v[1]}" for k, v in DEFAULT_STEPS.items()) + ")")
+    p.add_argument("--repeats", type=int, default=3, help="fresh processes per backend and configuration")
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    p.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
+                   help="time each value of one config key, e.g. batch_size=4,8,16 or n_embd=64,128,256")
+    p.add_argument("--data", default=None,
+                   help="shakespeare (tiny Shakespeare, found via $MICROGPT_DATA_DIR or the user cache), "
+                        "synthetic (random tokens of the same vocabulary), or a PATH to a UTF-8 text; "
+                        "default: shakespeare if found, else synthetic (said in one line)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write everything (raw step times, summary, "
+                                                                "environment) as JSON")
+    p.add_argument("--csv", default=None, metavar="PATH", help="write the summary as CSV, with jax/torch rows")
+    p.add_argument("--plot", default=None, metavar="DIR", help="write step-time and tokens/s PNGs into DIR")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="also trace a few steps (outside the timed run, first repeat) with torch.profiler "
+                        "and jax.profiler into DIR/<backend>")
+    p.add_argument("--profile-steps", type=int, default=3, help="steps traced with --profile")
+    p.add_argument("--fresh-peak", action="store_true",
+                   help="measure the device's float32 matmul peak again instead of using the cached figure")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the batch sampler")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no per-run lines (the bar is also off when stdout is not a terminal)")
+    return p
+
+
+def _positive(name: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise UserError(f"--{name} must be >= {minimum}, got {value}")
+
+
+def parse_sweep(text: str | None) -> tuple[str, list[Any]] | None:
+    if text is None:
+        return None
+    if "=" not in text:
+        raise UserError(f"--sweep expects KEY=V1,V2,..., got {text!r}")
+    key, values = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    raw = [v.strip() for v in values.split(",") if v.strip()]
+    if not raw:
+        raise UserError(f"--sweep {key}= has no values; write e.g. --sweep {key}=4,8,16")
+    parsed = [config_mod.parse_overrides([f"--{key}={v}"])[key] for v in raw]
+    if len(set(map(repr, parsed))) != len(parsed):
+        raise UserError(f"--sweep {key} repeats a value")
+    return key, parsed
+
+
+def resolve_data(data: str | None, quiet: bool) -> dict[str, Any]:
+    """The corpus the workers read, or synthetic tokens; the vocabulary size either way."""
+    if data == "synthetic":
+        try:
+            path = resolve_corpus(None, download=False)
+            vocab = len(set(read_text(path)))
+        except UserError:
+            vocab = DEFAULT_VOCAB
+        return {"kind": "synthetic", "path": None, "vocab_size": vocab, "note": None}
+    if data is None:
+        try:
+            path = resolve_corpus(None, download=False)
+        except UserError as exc:
+            note = f"no corpus found ({str(exc).split(';')[0]}); timing on synthetic tokens (vocabulary {DEFAULT_VOCAB})"
+            print(f"{PROG}: {note}", file=sys.stderr)
+            return {"kind": "synthetic", "path": None, "vocab_size": DEFAULT_VOCAB, "note": note}
+    else:
+        path = resolve_corpus(data, download=False)
+    text = read_text(path)
+    smallest = min(int(len(text) * TRAIN_FRACTION), len(text) - int(len(text) * TRAIN_FRACTION))
+    return {"kind": "corpus", "path": str(Path(path).resolve()), "vocab_size": len(set(text)), "note": None,
+            "smallest_split": smallest}
+
+
+def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    """Check every argument and build the settings and the worker specs, before any worker starts."""
+    if args.backend not in BACKEND_CHOICES:
+        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
+    config_mod.preset(args.preset)  # raises for an unknown preset
+    if args.device not in DEVICE_CHOICES:
+        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
+    if args.dtype not in DTYPE_CHOICES:
+        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
+    steps, warmup = DEFAULT_STEPS.get(args.preset, FALLBACK_STEPS)
+    steps = steps if args.steps is None else args.steps
+    warmup = warmup if args.warmup is None else args.warmup
+    _positive("steps", steps)
+    _positive("warmup", warmup)
+    _positive("repeats", args.repeats)
+    _positive("batch-size", args.batch_size)
+    _positive("profile-steps", args.profile_steps)
+    overrides = config_mod.parse_overrides(extra)
+    for key in ("device", "dtype", "compile", "tf32", "batch_size"):
+        if key in overrides:
+            raise UserError(f"set {key} with its own flag (--{key.replace('_', '-')}), not as an override")
+    sweep = parse_sweep(args.sweep)
+    if sweep and sweep[0] in ("device", "dtype", "compile", "tf32"):
+        raise UserError(f"--sweep {sweep[0]} is not supported; sweep a model or batch setting, e.g. batch_size")
+    if sweep and args.batch_size is not None and sweep[0] == "batch_size":
+        raise UserError("--sweep batch_size and --batch-size both set the batch size; drop one")
+    overrides.update({"device": args.device, "compile": bool(args.compile), "tf32": bool(args.tf32)})
+    if args.dtype != "auto":
+        overrides["dtype"] = args.dtype
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    # The learning rate is at its peak from the first step (the schedule's warmup would keep it
+    # near zero for every step timed here): step cost is the same, and the sanity gate can see
+    # the loss fall.
+    overrides.setdefault("warmup_iters", 0)
+    config_mod.build_configs(args.preset, overrides)  # a bad config fails here, before the corpus
+    data = resolve_data(args.data, args.quiet)
+    backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
+    values = sweep[1] if sweep else [None]
+    groups = []
+    for value in values:
+        ov = dict(overrides)
+        if sweep:
+            ov[sweep[0]] = value
+        model, train = config_mod.build_configs(args.preset, ov, data["vocab_size"])
+        if data["kind"] == "corpus" and model.block_size + 1 > data["smallest_split"]:
+            raise UserError(f"the corpus's smallest split has {data['smallest_split']} tokens, fewer than "
+                            f"block_size + 1 = {model.block_size + 1}; use a longer text or a smaller --block_size")
+        groups.append({"sweep": {sweep[0]: value} if sweep else None, "overrides": ov,
+                       "batch_size": train.batch_size, "block_size": model.block_size})
+    progress = not args.quiet and sys.stdout.isatty()
+    specs = []
+    for g, group in enumerate(groups):
+        for r in range(args.repeats):
+            for backend in backends:
+                tag = "" if not group["sweep"] else " " + ",".join(f"{k}={v}" for k, v in group["sweep"].items())
+                spec = {
+                    "backend": backend, "preset": args.preset, "overrides": group["overrides"], "data": data,
+                    "steps": steps, "warmup": warmup, "seed": args.seed, "progress": progress,
+                    "fresh_peak": bool(args.fresh_peak) and r == 0 and g == 0,
+                    "label": f"{backend}{tag} {r + 1}/{args.repeats}",
+                    "profile_dir": None, "profile_steps": args.profile_steps,
+                }
+                if args.profile and r == 0:
+                    sub = backend + ("" if not group["sweep"] else "-" + "-".join(f"{k}={v}" for k, v in group["sweep"].items()))
+                    spec["profile_dir"] = str(Path(args.profile).resolve() / sub)
+                specs.append({"group": g, "repeat": r, "backend": backend, "sweep": group["sweep"], "spec": spec})
+    settings = {
+        "backends": backends, "preset": args.preset, "device": args.device, "dtype": args.dtype,
+        "compile": bool(args.compile), "tf32": bool(args.tf32), "steps": steps, "warmup": warmup,
+        "repeats": args.repeats, "batch_size": args.batch_size,
+        "sweep": {"key": sweep[0], "values": sweep[1]} if sweep else None,
+        "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")},
+        "overrides": overrides, "seed": args.seed, "profile": args.profile,
+        "order": [f"{s['backend']}:{s['repeat']}:{s['group']}" for s in specs],
+    }
+    return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX is imported in the worker
+    repo = str(sysinfo.REPO)
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Start ``benchmarks.worker`` with ``spec`` on stdin; its JSON result, or an error record."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.worker"], input=json.dumps(spec), text=True,
+        stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, env=worker_env(),
+    )
+    try:
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        result = json.loads(lines[-1])
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+    except (IndexError, ValueError):
+        tail = (proc.stderr or "").strip().splitlines()[-15:]
+        result = {"status": "error", "error": f"worker exited with status {proc.returncode} and no result"
+                  + (": " + " | ".join(tail) if tail else "")}
+    return result
+
+
+def describe(entry: dict[str, Any]) -> str:
+    r = entry
+    if r["status"] == "ok":
+        m = r["metrics"]
+        mfu = m["mfu_measured"]
+        return (f"{m['step_s']['median'] * 1e3:.2f} ms/step median, {m['tokens_per_s']:,.0f} tokens/s"
+                + (f", MFU {100 * mfu:.1f}% of measured peak" if mfu is not None else "")
+                + f", compile {r['cold'].get('compile_s') or 0:.2f} s, first step {r['cold']['first_step_s']:.3f} s")
+    return f"{r['status']}: {r.get('error')}"
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or Infinity: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    settings = planned["settings"]
+    summary = []
+    for g, group in enumerate(planned["groups"]):
+        aggs = {}
+        for backend in settings["backends"]:
+            these = [r for r in runs if r["group"] == g and r["backend"] == backend]
+            if these:
+                aggs[backend] = report_mod.aggregate(these)
+        summary.append({"sweep": group["sweep"], "batch_size": group["batch_size"], "block_size": group["block_size"],
+                        "backends": aggs, "ratios": report_mod.ratios(aggs)})
+    backend_envs = {}
+    for r in runs:
+        if r.get("environment") and r["backend"] not in backend_envs:
+            backend_envs[r["backend"]] = r["environment"]
+    return _finite({
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [sys.executable, "-m", "benchmarks.run", *argv],
+        "command_line": shlex.join([PROG.split()[0], "-m", "benchmarks.run", *argv]),
+        "settings": settings,
+        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info(),
+                        "backends": backend_envs},
+        "runs": [{k: v for k, v in r.items() if k != "group"} for r in runs],
+        "summary": summary,
+    })
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    planned = plan(args, extra)
+    specs = planned["specs"]
+    runs: list[dict[str, Any]] = []
+    for i, item in enumerate(specs):
+        result = run_worker(item["spec"], planned["progress"])
+        if result.get("status") == "user_error":
+            # e.g. --device gpu without one: the first worker says so; nothing else is started
+            raise UserError(result["error"])
+        entry = {"backend": item["backend"], "repeat": item["repeat"], "sweep": item["sweep"], "group": item["group"],
+                 **{k: v for k, v in result.items() if k != "backend"}, "spec": item["spec"]}
+        entry.setdefault("error", None)
+        if entry["status"] == "ok":
+            entry["metrics"] = report_mod.run_metrics(entry)
+        runs.append(entry)
+        if not args.quiet:
+            print(f"[{i + 1}/{len(specs)}] {item['spec']['label']}: {describe(entry)}", file=sys.stderr, flush=True)
+    report = build_report(argv, planned, runs)
+    sys.stdout.write(report_mod.format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.csv).write_text(report_mod.to_csv(report))
+    if args.plot:
+        from benchmarks import plots
+
+        plots.write_plots(report, args.plot)
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
