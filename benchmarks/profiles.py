@@ -8,6 +8,7 @@ duration, nested per thread. Self time is an event's duration minus its children
 from __future__ import annotations
 
 import gzip
+import re
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -66,6 +67,9 @@ def self_times(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+# runtime bookkeeping and waiting, as opposed to the kernels / XLA ops that do the work
+RUNTIME = ("Execute", "PjitFunction", "ParseArguments", "block_until_ready", "wait for completion",
+           "autograd::engine", "Optimizer.step", "Optimizer.zero_grad", "Thunk")
 STEP_MARK = "train_step"  # the annotation bench.profile puts around each traced step
 
 
@@ -86,6 +90,12 @@ def summarize(path: str | Path, top: int = 25) -> dict[str, Any]:
     total_self = sum(r["self_us"] for r in table.values()) or 1.0
     rows = sorted(table.items(), key=lambda kv: kv[1]["self_us"], reverse=True)[:top]
     python = sum(r["self_us"] for name, r in table.items() if name.startswith("$"))
+    ops = {n: r for n, r in table.items() if not n.startswith("$") and not any(m in n for m in RUNTIME)}
+    ops_total = sum(r["self_us"] for r in ops.values()) or 1.0
+    op_rows = sorted(ops.items(), key=lambda kv: kv[1]["self_us"], reverse=True)[:top]
+    kinds: dict[str, float] = defaultdict(float)
+    for name, r in ops.items():  # "dot.78", "ynn_fusion.132" -> "dot", "ynn_fusion"
+        kinds[re.sub(r"\.\d+$", "", name)] += r["self_us"]
     return {
         "trace": str(path),
         "events": len(events),
@@ -94,6 +104,11 @@ def summarize(path: str | Path, top: int = 25) -> dict[str, Any]:
         "python_self_fraction": python / total_self,  # JAX traces name Python frames "$file:line fn"
         "top": [{"name": name, "self_us": r["self_us"], "total_us": r["total_us"], "count": int(r["count"]),
                  "self_fraction": r["self_us"] / total_self} for name, r in rows],
+        "ops_self_us": ops_total,
+        "op_kinds": [{"kind": k, "self_us": v, "ops_fraction": v / ops_total}
+                     for k, v in sorted(kinds.items(), key=lambda kv: kv[1], reverse=True)[:top]],
+        "top_ops": [{"name": name, "self_us": r["self_us"], "count": int(r["count"]),
+                     "ops_fraction": r["self_us"] / ops_total} for name, r in op_rows],
     }
 
 
@@ -104,6 +119,15 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"{'self ms':>10} {'share':>6} {'count':>6}  name"]
     for r in summary["top"]:
         lines.append(f"{r['self_us'] / 1e3:10.2f} {100 * r['self_fraction']:5.1f}% {r['count']:6d}  {r['name'][:100]}")
+    lines.append("")
+    lines.append(f"kernels / XLA ops only (no Python frames, runtime or waiting): {summary['ops_self_us'] / 1e3:.1f} ms")
+    lines.append(f"{'self ms':>10} {'share':>6}  kind")
+    for r in summary["op_kinds"]:
+        lines.append(f"{r['self_us'] / 1e3:10.2f} {100 * r['ops_fraction']:5.1f}%  {r['kind'][:100]}")
+    lines.append("")
+    lines.append(f"{'self ms':>10} {'share':>6} {'count':>6}  name")
+    for r in summary["top_ops"]:
+        lines.append(f"{r['self_us'] / 1e3:10.2f} {100 * r['ops_fraction']:5.1f}% {r['count']:6d}  {r['name'][:100]}")
     return "\n".join(lines) + "\n"
 
 
@@ -114,4 +138,6 @@ def summarize_dir(directory: str | Path, backend: str) -> dict[str, Any] | None:
     summary = summarize(path)
     (Path(directory) / f"{backend}_self_time.txt").write_text(format_summary(summary))
     summary["top"] = summary["top"][:10]
+    summary["top_ops"] = summary["top_ops"][:10]
+    summary["op_kinds"] = summary["op_kinds"][:10]
     return summary

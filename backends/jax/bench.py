@@ -195,7 +195,8 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     """The best rate of an n x n float32 matmul on ``device``, in FLOP/s, and how it was found.
 
     Measured once per machine (and thread count, framework version, XLA_FLAGS) and cached in
-    ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` measures again. The matmul runs
+    ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` probes again, and the cache keeps
+    the best probe so far (load on a shared machine only lowers a measurement). The matmul runs
     at ``Precision.HIGHEST``: true float32, no TF32 or bf16 passes on a GPU.
     """
     if isinstance(device, str):
@@ -214,8 +215,8 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     for _ in range(2):  # compile, and warm up the clock
         mm(a, b).block_until_ready()
     times = []
-    budget_end = time.perf_counter() + 2.0
-    while len(times) < 5 or (len(times) < 20 and time.perf_counter() < budget_end):
+    budget_end = time.perf_counter() + 3.0
+    while len(times) < 5 or (len(times) < 30 and time.perf_counter() < budget_end):
         t0 = time.perf_counter()
         mm(a, b).block_until_ready()
         times.append(time.perf_counter() - t0)
@@ -229,6 +230,15 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
     }
     cache = _read_cache(path)  # another worker may have written meanwhile
+    previous = cache.get(key)
+    # A peak is a peak: a busy machine only ever lowers a measurement, so the cache keeps the
+    # best probe so far (a quiet moment's figure is not overwritten by a contended one).
+    result["probes"] = 1 + int(previous.get("probes", 1) if previous else 0)
+    result["this_probe_flops_per_s"] = result["flops_per_s"]
+    if previous and previous.get("flops_per_s", 0) > result["flops_per_s"]:
+        result.update({k: previous[k] for k in ("flops_per_s", "source", "measured_at", "median_flops_per_s")
+                       if k in previous})
+    result["source"] = result["source"].split(" [")[0] + f" [best of {result['probes']} probe(s) on this machine]"
     cache[key] = result
     try:
         atomic_write_bytes(path, json.dumps(cache, indent=1).encode())

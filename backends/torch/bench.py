@@ -59,7 +59,11 @@ def environment(trainer=None) -> dict[str, Any]:
         "device": {"type": device.type, "name": device_name(device),
                    "count": torch.cuda.device_count() if device.type == "cuda" else 1},
         "threads": {"torch.get_num_threads": torch.get_num_threads(),
-                    "torch.get_num_interop_threads": torch.get_num_interop_threads()},
+                    "torch.get_num_interop_threads": torch.get_num_interop_threads(),
+                    "parallel_backend": _parallel_backend(),
+                    "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                    **{name: os.environ.get(name) for name in
+                       ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}},
         "precision": {
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
@@ -79,6 +83,13 @@ def environment(trainer=None) -> dict[str, Any]:
         env["device"]["memory_bytes"] = props.total_memory
         env["device"]["capability"] = f"{props.major}.{props.minor}"
     return env
+
+
+def _parallel_backend() -> str | None:
+    for line in torch.__config__.parallel_info().splitlines():
+        if line.startswith("ATen parallel backend"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def ready(arrays) -> None:
@@ -164,7 +175,8 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     """The best rate of an n x n float32 matmul on ``device``, in FLOP/s, and how it was found.
 
     Measured once per machine (and thread count, framework version, precision setting) and
-    cached in ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` measures again.
+    cached in ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` probes again, and the
+    cache keeps the best probe so far (load on a shared machine only lowers a measurement).
     """
     device = torch.device(device)
     n = 2048 if device.type == "cpu" else 8192
@@ -181,8 +193,8 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
         c = a @ b
     _sync(device)
     times = []
-    budget_end = time.perf_counter() + 2.0
-    while len(times) < 5 or (len(times) < 20 and time.perf_counter() < budget_end):
+    budget_end = time.perf_counter() + 3.0
+    while len(times) < 5 or (len(times) < 30 and time.perf_counter() < budget_end):
         t0 = time.perf_counter()
         c = a @ b
         _sync(device)
@@ -197,6 +209,15 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
     }
     cache = _read_cache(path)  # another worker may have written meanwhile
+    previous = cache.get(key)
+    # A peak is a peak: a busy machine only ever lowers a measurement, so the cache keeps the
+    # best probe so far (a quiet moment's figure is not overwritten by a contended one).
+    result["probes"] = 1 + int(previous.get("probes", 1) if previous else 0)
+    result["this_probe_flops_per_s"] = result["flops_per_s"]
+    if previous and previous.get("flops_per_s", 0) > result["flops_per_s"]:
+        result.update({k: previous[k] for k in ("flops_per_s", "source", "measured_at", "median_flops_per_s")
+                       if k in previous})
+    result["source"] = result["source"].split(" [")[0] + f" [best of {result['probes']} probe(s) on this machine]"
     cache[key] = result
     try:
         atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
