@@ -1,0 +1,158 @@
+"""The GPT, in JAX with Flax NNX. Read it side by side with ``backends/torch/model.py``.
+
+nanoGPT's architecture: token + position embeddings, pre-LayerNorm blocks of causal
+multi-head self-attention and an exact-GELU MLP, a final LayerNorm, and an LM head
+that shares its weight with the token embedding. Lines tagged ``# [torch≠jax]`` are
+where the two frameworks genuinely differ; ``grep -n '\\[torch≠jax\\]' backends/*/model.py``
+lists them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from common.config import ModelConfig
+from common.params import INIT_STD
+
+# nanoGPT's initialisation, given to each layer as it is built (see GPT.__init__)
+normal = nnx.initializers.normal(stddev=INIT_STD)
+zeros = nnx.initializers.zeros_init()
+ones = nnx.initializers.ones_init()
+
+
+def proj_init(config: ModelConfig):
+    """The residual projections (c_proj) get a smaller std, shrinking with depth (GPT-2)."""
+    return _normal(INIT_STD / math.sqrt(2 * config.n_layer))
+
+
+@functools.lru_cache(maxsize=None)
+def _normal(std: float):
+    # one initializer object per std: layers keep theirs as static attributes, and two models
+    # built alike then have equal graph definitions, so jit reuses one compiled program for both
+    return nnx.initializers.normal(stddev=std)
+
+
+# exact erf GELU, as in nanoGPT (a module-level function, for the same reason as _normal)
+gelu = functools.partial(jax.nn.gelu, approximate=False)
+
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
+        # [torch≠jax] no super().__init__(); layers take explicit RNG streams (rngs) to draw their init from
+        assert config.n_embd % config.n_head == 0
+        # query, key and value projections for all heads, in one matmul
+        # [torch≠jax] Flax stores the kernel as (in, out); torch's Linear weight is (out, in)
+        self.c_attn = nnx.Linear(config.n_embd, 3 * config.n_embd, use_bias=config.bias,
+                                 kernel_init=normal, bias_init=zeros, rngs=rngs)
+        # output projection back into the residual stream
+        self.c_proj = nnx.Linear(config.n_embd, config.n_embd, use_bias=config.bias,
+                                 kernel_init=proj_init(config), bias_init=zeros, rngs=rngs)
+        # [torch≠jax] each Dropout forks its own stream of rngs["dropout"]: its key is model state
+        self.attn_dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.resid_dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.attention = attention  # "fused": one fused kernel; "manual": the math spelled out
+        # [torch≠jax] no mask buffer: __call__ builds the (T, T) mask, a constant of the compiled program
+
+    def __call__(self, x):
+        B, T, C = x.shape  # batch size, sequence length, embedding width (n_embd)
+        q, k, v = jnp.split(self.c_attn(x), 3, axis=2)  # 3 x (B, T, C)
+        # split the width into heads: (B, T, nh, hs)
+        # [torch≠jax] jax.nn.dot_product_attention wants heads on axis 2, so no transpose yet
+        q = q.reshape(B, T, self.n_head, C // self.n_head)
+        k = k.reshape(B, T, self.n_head, C // self.n_head)
+        v = v.reshape(B, T, self.n_head, C // self.n_head)
+        # [torch≠jax] jax's fused attention has no dropout argument: with attention dropout
+        # switched on (dropout > 0, train mode) the manual path below runs instead
+        if self.attention == "fused" and (self.dropout == 0.0 or self.attn_dropout.deterministic):
+            # XLA's fused attention (cuDNN flash attention on a GPU where it applies)
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, nh, hs)
+        else:
+            # the same computation, spelled out: scores, causal mask, softmax, weighted sum
+            q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, nh, T, hs)
+            att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(k.shape[-1]))  # (B, nh, T, T)
+            mask = jnp.tril(jnp.ones((T, T), dtype=jnp.bool_))
+            att = jnp.where(mask, att, -jnp.inf)  # position t sees 0..t
+            att = jax.nn.softmax(att, axis=-1)
+            att = self.attn_dropout(att)
+            y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+            y = y.transpose(0, 2, 1, 3)  # (B, T, nh, hs)
+        y = y.reshape(B, T, C)  # heads side by side again: (B, T, C)
+        y = self.resid_dropout(self.c_proj(y))
+        return y
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.c_fc = nnx.Linear(config.n_embd, 4 * config.n_embd, use_bias=config.bias,
+                               kernel_init=normal, bias_init=zeros, rngs=rngs)
+        self.gelu = gelu  # exact erf GELU (approximate=False), as in nanoGPT
+        self.c_proj = nnx.Linear(4 * config.n_embd, config.n_embd, use_bias=config.bias,
+                                 kernel_init=proj_init(config), bias_init=zeros, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.c_fc(x)  # (B, T, 4C)
+        x = self.gelu(x)
+        x = self.c_proj(x)  # (B, T, C)
+        x = self.dropout(x)
+        return x
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
+        # [torch≠jax] Flax's LayerNorm defaults to epsilon=1e-6 and a one-pass E[x²]-E[x]² variance
+        self.ln_1 = nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
+                                  scale_init=ones, bias_init=zeros, rngs=rngs)
+        self.attn = CausalSelfAttention(config, attention, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
+                                  scale_init=ones, bias_init=zeros, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attn(self.ln_1(x))  # pre-LayerNorm residual blocks
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nnx.Module):
+    def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
+        self.config = config
+        self.transformer = nnx.Dict(dict(
+            wte=nnx.Embed(config.vocab_size, config.n_embd, embedding_init=normal, rngs=rngs),  # token embedding
+            wpe=nnx.Embed(config.block_size, config.n_embd, embedding_init=normal, rngs=rngs),  # position embedding
+            drop=nnx.Dropout(config.dropout, rngs=rngs),
+            h=nnx.List([Block(config, attention, rngs=rngs) for _ in range(config.n_layer)]),
+            ln_f=nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
+                               scale_init=ones, bias_init=zeros, rngs=rngs),
+        ))
+        # [torch≠jax] no lm_head layer: __call__ ties the head to the token embedding with wte.attend
+        # [torch≠jax] no _init_weights pass: every layer above was given nanoGPT's initialisers
+        # (N(0, 0.02), c_proj N(0, 0.02/sqrt(2 n_layer)), zero biases, unit LayerNorm) as it was built
+
+    def __call__(self, idx, targets=None):
+        B, T = idx.shape
+        assert T <= self.config.block_size, f"sequence of length {T} exceeds block_size {self.config.block_size}"
+        pos = jnp.arange(0, T, dtype=jnp.int32)  # (T,), a constant of the compiled program
+        tok_emb = self.transformer.wte(idx)  # (B, T, C)
+        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
+        x = self.transformer.drop(tok_emb + pos_emb)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        logits = self.transformer.wte.attend(x)  # (B, T, vocab_size): x @ wte.T, the tied LM head
+        if targets is None:
+            return logits, None
+        # under bfloat16 compute, the loss is taken in float32 (as torch's autocast does)
+        logits32 = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+        loss = optax.softmax_cross_entropy_with_integer_labels(
+            logits32.reshape(-1, logits.shape[-1]), targets.reshape(-1)).mean()
+        return logits, loss
