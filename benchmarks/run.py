@@ -250,7 +250,7 @@ def describe(entry: dict[str, Any]) -> str:
         m = r["metrics"]
         mfu = m["mfu_measured"]
         return (f"{m['step_s']['median'] * 1e3:.2f} ms/step median, {m['tokens_per_s']:,.0f} tokens/s"
-                + (f", MFU {100 * mfu:.1f}% of measured peak" if mfu is not None else "")
+                + (f", MFU {100 * mfu:.1f}% of this process's matmul probe" if mfu is not None else "")
                 + f", compile {r['cold'].get('compile_s') or 0:.2f} s, first step {r['cold']['first_step_s']:.3f} s")
     return f"{r['status']}: {r.get('error')}"
 
@@ -268,6 +268,10 @@ def _finite(obj: Any) -> Any:
 
 def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     settings = planned["settings"]
+    peaks_by_device = report_mod.device_peaks(runs)
+    for r in runs:
+        if r["status"] == "ok":
+            r["metrics"] = report_mod.run_metrics(r, peaks_by_device.get(report_mod.device_key(r)))
     summary = []
     for g, group in enumerate(planned["groups"]):
         aggs = {}
@@ -308,7 +312,7 @@ def run(argv: list[str]) -> int:
         entry = {"backend": item["backend"], "repeat": item["repeat"], "sweep": item["sweep"], "group": item["group"],
                  **{k: v for k, v in result.items() if k != "backend"}, "spec": item["spec"]}
         entry.setdefault("error", None)
-        if entry["status"] == "ok":
+        if entry["status"] == "ok":  # provisional: build_report uses the best probe of all runs
             entry["metrics"] = report_mod.run_metrics(entry)
         runs.append(entry)
         if not args.quiet:
