@@ -248,7 +248,7 @@ class Trainer:
         params = dict(self.model.named_parameters())
         grads = {s.name: params[s.name].grad.detach().cpu().numpy().copy() for s in param_layout(self.model_config)}
         self.model.zero_grad(set_to_none=True)
-        return float(loss), grads
+        return loss.item(), grads
 
     @torch.no_grad()
     def logits(self, x, train: bool = False) -> np.ndarray:
