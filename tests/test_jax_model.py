@@ -317,6 +317,8 @@ def test_float64_and_schedule_under_x64():
 def test_bfloat16_compute_keeps_float32_params():
     trainer = jt.Trainer(CFG1, TrainConfig(**{**TRAIN.__dict__, "dtype": "bfloat16"}))
     assert trainer.model.transformer.h[0].attn.c_attn.dtype == jnp.bfloat16
+    # like torch's autocast: embeddings (and with them the residual stream) stay float32
+    assert trainer.model.transformer.wte.dtype == jnp.float32
     x, y = _batch()
     loss = trainer.step(x, y)
     assert loss.dtype == jnp.float32 and abs(float(loss) - math.log(65)) < 0.2

@@ -367,9 +367,10 @@ class Trainer:
                                    attention=train_config.attention, seed=train_config.seed)
         self._optimizer = configure_optimizer(self._model, train_config, self.device)
         if self.dtype == "bfloat16":
-            # [torch≠jax] no autocast context: the matmul layers compute in bfloat16 from float32
-            # params (Flax's dtype=); LayerNorms and the loss stay in float32
-            self._model.set_attributes(nnx.Linear, nnx.Embed, dtype=jnp.bfloat16)
+            # [torch≠jax] no autocast context: the Linear layers compute in bfloat16 from float32
+            # params (Flax's dtype=), as autocast runs torch's Linears; embeddings, the residual
+            # stream, LayerNorms, the tied head (wte.attend, a small matmul) and the loss stay float32
+            self._model.set_attributes(nnx.Linear, dtype=jnp.bfloat16)
         # [torch≠jax] jax.jit always compiles: split the NNX objects once into a static graph and
         # a pytree of arrays; the jitted step maps arrays to arrays, donating the old buffers
         # commit every array (optax makes its counts wherever jax puts new arrays) to the device,
