@@ -1,0 +1,260 @@
+"""A parity suite that passes with a known bug in it is worse than none.
+
+Each test injects, from outside and one at a time, a mistake known to break PyTorch↔JAX
+parity into the JAX backend (by monkeypatching the module attribute the backend looks up
+when it builds its model or optimizer), runs the float64 suite, and asserts that it fails
+and names the right quantity, while the quantities the bug cannot touch still pass. Only
+the checks a bug can reach are run, to keep the suite fast; the clean suite, which runs
+them all, is in ``test_parity.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+
+import pytest
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("torch")
+optax = pytest.importorskip("optax")
+nnx = pytest.importorskip("flax.nnx")
+import jax.numpy as jnp  # noqa: E402
+
+from backends import load_backend  # noqa: E402
+from backends.cli import main  # noqa: E402
+from backends.parity import run_parity  # noqa: E402
+from common.params import INIT_STD  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+jax_model = pytest.importorskip("backends.jax.model")
+jax_train = load_backend("jax")
+
+
+def parity(*checks):
+    report = run_parity("float64", "tiny", seed=0, checks=list(checks), device="cpu")
+    print(report.format_table())  # shown by pytest when a test fails
+    return report
+
+
+def assert_fails(report, *quantities):
+    failed = report.failed_quantities()
+    for q in quantities:
+        assert q in failed, f"{q!r} should fail; failed: {failed}"
+
+
+def assert_passes(report, *quantities):
+    failed = report.failed_quantities()
+    for q in quantities:
+        assert q not in failed, f"{q!r} should pass; failed: {failed}"
+
+
+def _clear_caches():
+    """Forget the JAX backend's memoised layer/optimizer objects and its traced programs, so that an
+    injected bug is traced afresh and never outlives its test. (Most injections change the model's
+    or optimizer's static graph, which keys the caches anyway; patched global functions such as
+    jnp.tril do not.) Cheaper than jax.clear_caches(), which also drops every eager op."""
+    for module in (jax_model, jax_train):
+        for name, value in vars(module).items():
+            if callable(getattr(value, "cache_clear", None)):  # functools caches
+                value.cache_clear()
+            jitted = getattr(value, "jitted_fn", value)  # nnx.jit wraps a jax.jit
+            if callable(getattr(jitted, "clear_cache", None)):
+                jitted.clear_cache()
+            elif inspect.isfunction(value) and value.__module__ == module.__name__:
+                jax.jit(value).clear_cache()  # evicts traces of functions jitted per Trainer (its step)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    _clear_caches()
+    yield
+    _clear_caches()
+
+
+# -- the injections: one small fixture each -------------------------------------------------
+
+
+@pytest.fixture
+def tanh_gelu(monkeypatch):
+    """GELU with the tanh approximation (jax.nn.gelu's default) instead of the exact erf."""
+    gelu = jax.nn.gelu
+    tanh = functools.partial(gelu, approximate=True)
+    monkeypatch.setattr(jax.nn, "gelu", lambda x, approximate=True: gelu(x, approximate=True))
+    if hasattr(jax_model, "gelu"):  # the model keeps its GELU as a module-level function
+        monkeypatch.setattr(jax_model, "gelu", tanh)
+
+
+def _layernorm_without(monkeypatch, kwarg):
+    """nnx.LayerNorm built without ``kwarg``: Flax's own default applies."""
+    LayerNorm = nnx.LayerNorm
+
+    class Defaulted(LayerNorm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop(kwarg, None)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(nnx, "LayerNorm", Defaulted)
+
+
+@pytest.fixture
+def layernorm_eps_1e6(monkeypatch):
+    """Flax's default LayerNorm epsilon, 1e-6 (torch's is 1e-5)."""
+    _layernorm_without(monkeypatch, "epsilon")
+
+
+@pytest.fixture
+def fast_variance(monkeypatch):
+    """Flax's default one-pass variance E[x²] - E[x]² (torch: two-pass, E[(x - mean)²])."""
+    _layernorm_without(monkeypatch, "use_fast_variance")
+
+
+def _adamw_with(monkeypatch, **change):
+    """optax.adamw with some keyword arguments dropped (value None: optax's default) or replaced."""
+    adamw = optax.adamw
+
+    def patched(*args, **kwargs):
+        for key, value in change.items():
+            if value is None:
+                kwargs.pop(key, None)
+            else:
+                kwargs[key] = value
+        return adamw(*args, **kwargs)
+
+    monkeypatch.setattr(optax, "adamw", patched)
+
+
+@pytest.fixture
+def decay_everything(monkeypatch):
+    """Weight decay on every parameter: no mask, so biases and LayerNorm weights decay too."""
+    _adamw_with(monkeypatch, mask=None)
+
+
+@pytest.fixture
+def optax_default_decay(monkeypatch):
+    """optax.adamw's default weight_decay (1e-4) instead of the config's (0.1)."""
+    _adamw_with(monkeypatch, weight_decay=None)
+
+
+@pytest.fixture
+def eps_root(monkeypatch):
+    """A non-zero eps_root: optax adds it to v_hat under the square root; torch has no such term."""
+    _adamw_with(monkeypatch, eps_root=1e-8)
+
+
+@pytest.fixture
+def schedule_shifted(monkeypatch):
+    """get_lr one step ahead (iteration it gets the lr of it + 1)."""
+    get_lr = jax_train.get_lr
+    monkeypatch.setattr(jax_train, "get_lr", lambda it, cfg: get_lr(it + 1, cfg))
+
+
+@pytest.fixture
+def optimizer_schedule_shifted(monkeypatch):
+    """get_lr right, but the optimizer's schedule reads its step count one ahead."""
+    make = jax_train._lr_schedule
+    monkeypatch.setattr(jax_train, "_lr_schedule", lambda cfg: (lambda count, s=make(cfg): s(count + 1)))
+
+
+@pytest.fixture
+def unscaled_c_proj_init(monkeypatch):
+    """c_proj drawn with std 0.02 instead of 0.02 / sqrt(2 n_layer)."""
+    monkeypatch.setattr(jax_model, "proj_init", lambda config: nnx.initializers.normal(stddev=INIT_STD))
+
+
+@pytest.fixture
+def mask_off_by_one(monkeypatch):
+    """A causal mask one diagonal too wide: position t also sees t + 1 (jnp.tril builds the mask,
+    in the model's manual path and inside jax.nn.dot_product_attention's fused one)."""
+    tril = jnp.tril
+    monkeypatch.setattr(jnp, "tril", lambda m, k=0: tril(m, k + 1))
+
+
+@pytest.fixture
+def untied_head(monkeypatch):
+    """An LM head that is a copy of the token embedding rather than the same parameter: the logits
+    match at the start, but the embedding gets no gradient through the head."""
+    monkeypatch.setattr(nnx.Embed, "attend",
+                        lambda self, q: jnp.dot(q, jax.lax.stop_gradient(self.embedding[...]).T))
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+def test_tanh_gelu(tanh_gelu):
+    report = parity("forward", "submodules")
+    assert_fails(report, "logits", "loss", "grads", "sub: h.0.mlp", "sub: h.1.mlp")
+    assert_passes(report, "sub: embeddings", "sub: layernorms", "sub: h.0.attn", "sub: ln_f + lm_head")
+
+
+def test_layernorm_epsilon(layernorm_eps_1e6):
+    report = parity("forward", "submodules")
+    assert_fails(report, "logits", "loss", "sub: layernorms", "sub: ln_f + lm_head")
+    assert_passes(report, "sub: embeddings", "sub: h.0.attn", "sub: h.0.mlp")
+
+
+def test_fast_variance(fast_variance):
+    report = parity("submodules")
+    assert_fails(report, "sub: layernorms")
+    assert "mean 10000" in report.row("sub: layernorms").worst  # the large-mean input exposes it
+    assert_passes(report, "sub: embeddings", "sub: h.0.attn", "sub: h.0.mlp")
+
+
+def test_weight_decay_on_every_parameter(decay_everything):
+    report = parity("adam")
+    assert_fails(report, "adam step: params (not decayed)")
+    assert report.row("adam step: params (not decayed)").worst.endswith(".weight")  # a LayerNorm weight
+    assert_passes(report, "adam step: params (decayed)", "adam step: exp_avg", "adam step: exp_avg_sq")
+
+
+def test_optax_default_weight_decay(optax_default_decay):
+    report = parity("adam")
+    assert_fails(report, "adam step: params (decayed)")
+    assert_passes(report, "adam step: params (not decayed)", "adam step: exp_avg", "adam step: exp_avg_sq")
+
+
+def test_nonzero_eps_root(eps_root):
+    report = parity("adam")
+    assert_fails(report, "adam step: params (decayed)", "adam step: params (not decayed)")
+    assert_passes(report, "adam step: exp_avg", "adam step: exp_avg_sq", "adam step: step count")
+
+
+def test_schedule_shifted_by_one(schedule_shifted):
+    report = parity("schedule", "run")
+    assert_fails(report, "lr schedule (get_lr)", "lr applied in the 50-step run", "50-step loss curve")
+    assert report.row("lr schedule (get_lr)").worst == "step 0"
+
+
+def test_optimizer_schedule_shifted_by_one(optimizer_schedule_shifted):
+    report = parity("schedule", "run")
+    assert_fails(report, "lr applied in the 50-step run", "50-step loss curve")
+    assert_passes(report, "lr schedule (get_lr)")  # the function is right; what the optimizer applies is not
+
+
+def test_unscaled_c_proj_init(unscaled_c_proj_init):
+    report = parity("init")
+    assert_fails(report, "native init std (jax)")
+    assert "c_proj" in report.row("native init std (jax)").worst
+    assert_passes(report, "native init std (torch)")
+
+
+def test_causal_mask_off_by_one(mask_off_by_one):
+    report = parity("forward", "submodules")
+    assert_fails(report, "logits", "loss", "sub: h.0.attn", "sub: h.1.attn")
+    assert_passes(report, "sub: h.0.mlp", "sub: layernorms", "sub: ln_f + lm_head")
+
+
+def test_untied_head_through_the_cli(untied_head, tmp_path, capsys):
+    """Through ``microgpt parity``: exit status 1, a FAIL line, and the JSON report names the tensor."""
+    out = tmp_path / "report.json"
+    code = main(["parity", "--checks", "forward", "--device", "cpu", "--json", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL grads" in stdout
+    report = json.loads(out.read_text())
+    rows = {r["quantity"]: r for r in report["rows"]}
+    assert not report["passed"]
+    assert rows["logits"]["passed"]  # a copied head gives the same logits at the start...
+    assert not rows["grads"]["passed"] and rows["grads"]["worst"] == "transformer.wte.weight"  # ...not the same gradient
