@@ -71,8 +71,10 @@ class CausalSelfAttention(nnx.Module):
         k = k.reshape(B, T, self.n_head, C // self.n_head)
         v = v.reshape(B, T, self.n_head, C // self.n_head)
         # [torch≠jax] jax's fused attention has no dropout argument: with attention dropout
-        # switched on (dropout > 0, train mode) the manual path below runs instead
-        if self.attention == "fused" and (self.dropout == 0.0 or self.attn_dropout.deterministic):
+        # switched on (dropout > 0, train mode) the manual path below runs instead; nor does it
+        # compute in float64 (its softmax is always float32), so float64 runs the manual path too
+        if (self.attention == "fused" and x.dtype != jnp.float64
+                and (self.dropout == 0.0 or self.attn_dropout.deterministic)):
             # XLA's fused attention (cuDNN flash attention on a GPU where it applies)
             y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, nh, hs)
         else:
