@@ -204,7 +204,7 @@ class Trainer:
 
     # -- moving data -------------------------------------------------------------------------
     def to_device(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.asarray(array))
+        tensor = torch.from_numpy(np.ascontiguousarray(array))  # the model views batches as (B*T,)
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
