@@ -104,8 +104,9 @@ def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> t
         {"params": [p for n, p in params.items() if n in decay], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in params.items() if n not in decay], "weight_decay": 0.0},
     ]
-    # the fused kernel does the whole update in one launch on CUDA
-    fused = device.type == "cuda"
+    # the fused kernel updates every parameter in one pass (one launch on CUDA); torch has it
+    # for CUDA and CPU tensors, and falls back to the per-tensor loop elsewhere (MPS)
+    fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=get_lr(0, cfg), betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
 
 
