@@ -28,6 +28,8 @@ FIGURES: list[tuple[str, str, float, str]] = [
     ("flops_per_s", "achieved GFLOP/s", 1e-9, "{:.1f}"),
     ("measured_peak_flops_per_s", "measured f32 matmul peak GFLOP/s", 1e-9, "{:.1f}"),
     ("mfu_measured", "MFU vs measured peak", 100, "{:.1f}%"),
+    ("own_probe_flops_per_s", "own framework's matmul GFLOP/s", 1e-9, "{:.1f}"),
+    ("mfu_own_probe", "MFU vs own framework's matmul", 100, "{:.1f}%"),
     ("vendor_peak_flops_per_s", "vendor peak TFLOP/s", 1e-12, "{:.1f}"),
     ("mfu_vendor", "MFU vs vendor peak", 100, "{:.1f}%"),
     ("compile_s", "compile (s)", 1, "{:.2f}"),
@@ -88,6 +90,8 @@ def run_metrics(run: dict[str, Any], device_peak: dict[str, Any] | None = None) 
     env = run.get("environment") or {}
     device = env.get("device") or {}
     measured = device_peak or run.get("matmul_peak") or {}
+    # the run's own probe: this framework's float32 matmul, in this process
+    own = (run.get("matmul_peak") or {}).get("flops_per_s")
     vendor = peaks.vendor_peak(device.get("type", "?"), device.get("name", "?"), env.get("dtype", "?"),
                                bool((cfg.get("train") or {}).get("tf32"))) if device else \
         {"flops_per_s": None, "source": "n/a"}
@@ -105,6 +109,8 @@ def run_metrics(run: dict[str, Any], device_peak: dict[str, Any] | None = None) 
         "measured_peak": {"flops_per_s": measured.get("flops_per_s"), "source": measured.get("source", "n/a")},
         "vendor_peak": vendor,
         "mfu_measured": ratio(flops_per_s, measured.get("flops_per_s")),
+        "own_probe_flops_per_s": own,
+        "mfu_own_probe": ratio(flops_per_s, own),
         "mfu_vendor": ratio(flops_per_s, vendor["flops_per_s"]),
         "compile_s": cold.get("compile_s"),
         "lower_s": cold.get("lower_s"),
@@ -137,6 +143,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     tpi = next((m["tokens_per_iter"] for m in metrics if m["tokens_per_iter"]), None)
     median = step["median"]
     measured = _median(m["measured_peak"]["flops_per_s"] for m in metrics)
+    own = _median(m.get("own_probe_flops_per_s") for m in metrics)
     vendor = next((m["vendor_peak"] for m in metrics), {"flops_per_s": None, "source": "n/a"})
     flops_per_s = fpi / median if fpi and median else None
     rss = [m["host_rss_peak_bytes"] for m in metrics if m["host_rss_peak_bytes"] is not None]
@@ -157,6 +164,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "measured_peak_flops_per_s": measured,
         "measured_peak_source": next((m["measured_peak"]["source"] for m in metrics), "n/a"),
         "mfu_measured": ratio(flops_per_s, measured),
+        "own_probe_flops_per_s": own,
+        "mfu_own_probe": ratio(flops_per_s, own),
         "vendor_peak_flops_per_s": vendor["flops_per_s"],
         "vendor_peak_source": vendor["source"],
         "mfu_vendor": ratio(flops_per_s, vendor["flops_per_s"]),
@@ -247,7 +256,8 @@ def format_report(report: dict[str, Any]) -> str:
 CSV_COLUMNS = ["sweep_key", "sweep_value", "backend", "runs", "valid_runs", "step_s_median", "step_s_p10",
                "step_s_p90", "step_s_min", "step_s_max", "step_s_n", "amortised_step_s", "tokens_per_s",
                "tokens_per_s_amortised", "flops_per_iter", "flops_per_s", "measured_peak_flops_per_s",
-               "mfu_measured", "vendor_peak_flops_per_s", "mfu_vendor", "compile_s", "lower_s", "first_step_s",
+               "mfu_measured", "own_probe_flops_per_s", "mfu_own_probe", "vendor_peak_flops_per_s", "mfu_vendor",
+               "compile_s", "lower_s", "first_step_s",
                "initial_loss", "final_loss", "recompilations", "host_rss_peak_bytes", "device_peak_bytes"]
 
 
