@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from backends import BACKENDS
 from common.config import PRESETS, parse_overrides

@@ -58,7 +58,6 @@ def test_causality(attention):
     model = tt.create_model(CFG, attention=attention, param_dtype="float64")
     x, _ = _batch(B=1)
     emb = model.transformer.wte(torch.from_numpy(x).long()).detach().requires_grad_(True)
-    captured = {}
 
     def use_emb(module, args, output):
         return emb

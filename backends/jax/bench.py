@@ -15,22 +15,19 @@ Mirrors ``backends/torch/bench.py``: the same functions with the same signatures
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
-import platform
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from common.corpus import atomic_write_bytes, cache_dir
+from benchmarks import peaks
+from benchmarks.sysinfo import cpu_model
 
 BACKEND = "jax"
-PEAK_CACHE = "matmul_peak.json"
 
 # Every XLA compilation in this process (jit, AOT .compile(), eager op dispatch) reports its
 # backend-compile duration here; counting them before and after a region shows recompilations.
@@ -54,16 +51,6 @@ def _version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(device) -> str:
@@ -197,69 +184,31 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
 
     Measured once per machine (and thread count, framework version, XLA_FLAGS) and cached in
     ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` probes again, and the cache keeps
-    the best probe so far (load on a shared machine only lowers a measurement). The matmul runs
+    the best probe so far (``benchmarks.peaks``: the timing loop and the cache). The matmul runs
     at ``Precision.HIGHEST``: true float32, no TF32 or bf16 passes on a GPU.
     """
     if isinstance(device, str):
         device = jax.devices(device)[0]
     sizes = (1024, 2048) if device.platform == "cpu" else (4096, 8192)
     key = _probe_key(device, dtype, sizes)
-    path = cache_dir() / PEAK_CACHE
-    cache = _read_cache(path)
-    if not fresh and key in cache:
-        return dict(cache[key], cached=True, cache_path=str(path))
+    if not fresh and (cached := peaks.cached_peak(key)):
+        return cached
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[dtype]
     mm = jax.jit(lambda p, q: jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST))
     rates = {}
-    for n in sizes:  # short repeats, many of them: on a shared machine some land in a quiet moment
+    for n in sizes:
         ka, kb = jax.random.split(jax.random.key(n))
         a = jax.device_put(jax.random.normal(ka, (n, n), jdtype), device)
         b = jax.device_put(jax.random.normal(kb, (n, n), jdtype), device)
-        for _ in range(2):  # compile, and warm up the clock
+
+        def matmul():
             mm(a, b).block_until_ready()
-        times = []
-        budget_end = time.perf_counter() + 1.0
-        while len(times) < 5 or (len(times) < 200 and time.perf_counter() < budget_end):
-            t0 = time.perf_counter()
-            mm(a, b).block_until_ready()
-            times.append(time.perf_counter() - t0)
-        del a, b
-        fast = sorted(times)[:5]  # the median of the five fastest: a quiet moment, not a timer glitch
-        rates[n] = {"best": 2 * n**3 / fast[len(fast) // 2], "median": 2 * n**3 / sorted(times)[len(times) // 2],
-                    "repeats": len(times)}
-    n = max(rates, key=lambda k: rates[k]["best"])
+
+        rates[n] = peaks.time_matmul(matmul, n)
     threads = key.split("threads=")[1].split(" ")[0]
-    result = {
-        "flops_per_s": rates[n]["best"],
-        "source": f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "
-                  f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})",
-        "n": n, "sizes": {str(k): v for k, v in rates.items()}, "median_flops_per_s": rates[n]["median"],
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
-    }
-    cache = _read_cache(path)  # another worker may have written meanwhile
-    previous = cache.get(key)
-    # A peak is a peak: a busy machine only ever lowers a measurement, so the cache keeps the
-    # best probe so far (a quiet moment's figure is not overwritten by a contended one).
-    result["probes"] = 1 + int(previous.get("probes", 1) if previous else 0)
-    result["this_probe_flops_per_s"] = result["flops_per_s"]
-    if previous and previous.get("flops_per_s", 0) > result["flops_per_s"]:
-        result.update({k: previous[k] for k in ("flops_per_s", "source", "measured_at", "median_flops_per_s")
-                       if k in previous})
-    result["source"] = result["source"].split(" [")[0] + f" [best of {result['probes']} probe(s) on this machine]"
-    cache[key] = result
-    try:
-        atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
-    except OSError:
-        pass  # a read-only cache is no reason to fail a benchmark
-    return dict(result, cached=False, cache_path=str(path))
-
-
-def _read_cache(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return peaks.record_peak(key, rates, lambda n: (
+        f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "
+        f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"))
 
 
 # -- profile ------------------------------------------------------------------------------------

@@ -13,21 +13,18 @@ Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.corpus import atomic_write_bytes, cache_dir
+from benchmarks import peaks
+from benchmarks.sysinfo import cpu_model
 
 BACKEND = "torch"
-PEAK_CACHE = "matmul_peak.json"
 
 
 # -- environment ---------------------------------------------------------------------------
@@ -38,16 +35,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple MPS"
     return cpu_model()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(trainer=None) -> dict[str, Any]:
@@ -177,68 +164,29 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
 
     Measured once per machine (and thread count, framework version, precision setting) and
     cached in ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` probes again, and the
-    cache keeps the best probe so far (load on a shared machine only lowers a measurement).
+    cache keeps the best probe so far (``benchmarks.peaks``: the timing loop and the cache).
     """
     device = torch.device(device)
     sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
     key = _probe_key(device, dtype, sizes)
-    path = cache_dir() / PEAK_CACHE
-    cache = _read_cache(path)
-    if not fresh and key in cache:
-        return dict(cache[key], cached=True, cache_path=str(path))
+    if not fresh and (cached := peaks.cached_peak(key)):
+        return cached
     tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[dtype]
     gen = torch.Generator(device="cpu").manual_seed(0)
     rates = {}
-    for n in sizes:  # short repeats, many of them: on a shared machine some land in a quiet moment
+    for n in sizes:
         a = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
         b = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
-        for _ in range(2):  # warm up the BLAS / cuBLAS handles and the clock
-            c = a @ b
-        _sync(device)
-        times = []
-        budget_end = time.perf_counter() + 1.0
-        while len(times) < 5 or (len(times) < 200 and time.perf_counter() < budget_end):
-            t0 = time.perf_counter()
-            c = a @ b
+
+        def matmul():
+            a @ b
             _sync(device)
-            times.append(time.perf_counter() - t0)
-        del a, b, c
-        fast = sorted(times)[:5]  # the median of the five fastest: a quiet moment, not a timer glitch
-        rates[n] = {"best": 2 * n**3 / fast[len(fast) // 2], "median": 2 * n**3 / sorted(times)[len(times) // 2],
-                    "repeats": len(times)}
-    n = max(rates, key=lambda k: rates[k]["best"])
+
+        rates[n] = peaks.time_matmul(matmul, n)
     tf32 = f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}" if device.type == "cuda" else ""
-    result = {
-        "flops_per_s": rates[n]["best"],
-        "source": f"measured: torch.matmul {dtype}{tf32} on {device_name(device)}, {torch.get_num_threads()} threads, "
-                  f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})",
-        "n": n, "sizes": {str(k): v for k, v in rates.items()}, "median_flops_per_s": rates[n]["median"],
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
-    }
-    cache = _read_cache(path)  # another worker may have written meanwhile
-    previous = cache.get(key)
-    # A peak is a peak: a busy machine only ever lowers a measurement, so the cache keeps the
-    # best probe so far (a quiet moment's figure is not overwritten by a contended one).
-    result["probes"] = 1 + int(previous.get("probes", 1) if previous else 0)
-    result["this_probe_flops_per_s"] = result["flops_per_s"]
-    if previous and previous.get("flops_per_s", 0) > result["flops_per_s"]:
-        result.update({k: previous[k] for k in ("flops_per_s", "source", "measured_at", "median_flops_per_s")
-                       if k in previous})
-    result["source"] = result["source"].split(" [")[0] + f" [best of {result['probes']} probe(s) on this machine]"
-    cache[key] = result
-    try:
-        atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
-    except OSError:
-        pass  # a read-only cache is no reason to fail a benchmark
-    return dict(result, cached=False, cache_path=str(path))
-
-
-def _read_cache(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return peaks.record_peak(key, rates, lambda n: (
+        f"measured: torch.matmul {dtype}{tf32} on {device_name(device)}, {torch.get_num_threads()} threads, "
+        f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"))
 
 
 # -- profile ------------------------------------------------------------------------------------
