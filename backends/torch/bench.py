@@ -14,14 +14,13 @@ Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
 from __future__ import annotations
 
 import os
-import resource
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks import peaks
+from benchmarks import peaks, sysinfo
 from benchmarks.sysinfo import cpu_model
 
 BACKEND = "torch"
@@ -106,27 +105,9 @@ def compile_stats() -> dict[str, Any]:
 
 # -- memory ------------------------------------------------------------------------------------
 
-def _rss_peak_bytes() -> dict[str, Any]:
-    """Peak resident set size: VmHWM (resettable, see reset_peak_memory) or ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return {"bytes": int(line.split()[1]) * 1024, "source": "/proc/self/status VmHWM"}
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
-            "source": "getrusage ru_maxrss (since process start)"}
-
-
 def reset_peak_memory(trainer) -> dict[str, Any]:
     """Start the peak counters afresh, so peaks cover what follows (the timed steps)."""
-    out = {"rss": False, "device": False}
-    try:  # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-        out["rss"] = True
-    except OSError:
-        pass
+    out = {"rss": sysinfo.reset_host_rss_peak(), "device": False}
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
         out["device"] = True
@@ -134,7 +115,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
 
 def peak_memory(trainer) -> dict[str, Any]:
-    rss = _rss_peak_bytes()
+    rss = sysinfo.host_rss_peak()
     out: dict[str, Any] = {"host_rss_peak_bytes": rss["bytes"], "host_rss_source": rss["source"],
                            "device_peak_bytes": None, "device_source": None}
     if trainer.device.type == "cuda":
