@@ -10,14 +10,7 @@ import sys
 
 from backends import BACKENDS
 from common.config import PRESETS, parse_overrides
-from common.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+from common.errors import OneLineParser, UserError, run_command
 
 
 def _add_train(sub) -> None:
@@ -55,8 +48,8 @@ def _add_convert(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="microgpt", description="A character-level GPT in PyTorch and in JAX/Flax.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="microgpt", description="A character-level GPT in PyTorch and in JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
     _add_sample(sub)
     _add_convert(sub)
@@ -106,17 +99,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return run(argv)
-    except UserError as exc:
-        print(f"microgpt: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except SystemExit as exc:  # argparse: --help, or a usage error already printed as one line
-        return exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        print("microgpt: interrupted", file=sys.stderr)
-        return 130
+    return run_command("microgpt", run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

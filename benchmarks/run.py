@@ -24,7 +24,7 @@ from benchmarks import sysinfo
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
 from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
-from common.errors import UserError
+from common.errors import OneLineParser, UserError, run_command
 
 PROG = "python -m benchmarks.run"
 BACKEND_CHOICES = ("torch", "jax", "all")
@@ -37,16 +37,9 @@ FALLBACK_STEPS = (10, 3)
 DEFAULT_VOCAB = 65  # tiny Shakespeare's, for synthetic tokens when no corpus is around
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{PROG}: error: {message}; see {PROG} --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     presets = ", ".join(config_mod.PRESETS)
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0].split(": ", 1)[1] + " Each run: cold costs (compile, first step), "
         "warmup with a sanity gate, per-step latency, then amortised throughput. Extra --key=value "
@@ -333,15 +326,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return run(argv)
-    except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(PROG, run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

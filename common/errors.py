@@ -1,12 +1,40 @@
-"""The one exception type that means "the user gave us something we cannot use".
+"""The one exception type that means "the user gave us something we cannot use", and the
+small pieces of command-line plumbing that turn it into one line and exit status 2.
 
 Everything that can be fixed by the person at the keyboard (a missing corpus, a bad
 config key, a truncated checkpoint, ...) raises :class:`UserError`. The CLI and the
 benchmark harness turn it into one line on stderr and exit status 2, never a traceback.
 """
 
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
 
 class UserError(Exception):
     """A problem with the user's input; the message names the problem and the fix."""
 
     exit_code = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
+    """``run(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and its code."""
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:  # argparse: --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
