@@ -67,6 +67,10 @@ def run(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command != "train" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("train", "sample"):
+        from backends.host_memory import keep_freed_memory
+
+        keep_freed_memory()  # a training process reuses its freed activation buffers
     if args.command == "train":
         from backends import trainloop
 

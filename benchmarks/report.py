@@ -245,6 +245,9 @@ def format_report(report: dict[str, Any]) -> str:
                     names.append(b)
     for (kind, source), names in peaks_seen.items():
         out.append(f"{kind} peak ({', '.join(names)}): {source}")
+    mallocs = {str((r.get("environment") or {}).get("host_malloc")) for r in report["runs"] if r.get("environment")}
+    if mallocs:
+        out.append(f"host malloc: {'; '.join(sorted(mallocs))}")
     bad = [r for r in report["runs"] if r.get("status") != "ok"]
     for r in bad:
         out.append(f"{r['backend']} repeat {r['repeat']}{' ' + str(r['sweep']) if r['sweep'] else ''}: "

@@ -108,6 +108,7 @@ def sanity_gate(initial: float, again: float, warmup_losses: list[float], vocab:
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from backends import load_backend
+    from backends.host_memory import keep_freed_memory
 
     backend = spec["backend"]
     steps, warmup = int(spec["steps"]), int(spec["warmup"])
@@ -125,13 +126,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                                 f"block_size + 1 = {model_config.block_size + 1}")
     result["config"] = {"model": config_mod.to_dict(model_config), "train": config_mod.to_dict(train_config)}
 
+    host_malloc = keep_freed_memory()  # as `microgpt train` does; MICROGPT_MALLOC=system to compare
     train = load_backend(backend)
     bench = importlib.import_module(f"backends.{backend}.bench")
     t0 = time.perf_counter()
     trainer = train.Trainer(model_config, train_config)
     result["cold"] = {"trainer_init_s": time.perf_counter() - t0,
                       "framework_import_and_setup_s": t0 - t_start}
-    result["environment"] = bench.environment(trainer)
+    result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
     result["matmul_peak"] = bench.matmul_peak(trainer.device, "float32", bool(spec.get("fresh_peak")))
 
     # Every batch is drawn and put on the device before anything is timed.

@@ -63,6 +63,9 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
         assert run["metrics"]["flops_per_iter"] == flops_per_iter(build_configs("tiny")[0], 4)
         assert run["recompilations"] == 0
         assert Path(run["profile"]["trace"]).exists()
+        if sys.platform.startswith("linux"):  # the worker reuses freed memory, as `microgpt train` does
+            assert run["environment"]["host_malloc"].startswith("glibc"), run["environment"]["host_malloc"]
+    assert "host malloc: glibc" in done.stdout or not sys.platform.startswith("linux")
     jax_run = data["runs"][1]
     assert jax_run["cold"]["compile_s"] > 0 and jax_run["cold"]["lower_s"] > 0
     assert jax_run["environment"]["memory"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
