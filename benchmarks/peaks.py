@@ -87,6 +87,16 @@ def time_matmul(matmul: Callable[[], None], n: int, budget_s: float = 1.0) -> di
             "repeats": len(times)}
 
 
+def during_run(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, Any]:
+    """The matmul peak available while the steps ran: short probes just before and just after
+    the timed steps, in the same process. On a shared machine the rate the hardware gives
+    drifts by tens of percent over seconds (other tenants on the same cores); a step and a
+    probe taken together see the same conditions, so their ratio is the stable figure."""
+    return {"flops_per_s": max(before["best"], after["best"]), "n": n, "before": before, "after": after,
+            "source": f"n x n = {n} matmul probes of {before['repeats']:.0f} and {after['repeats']:.0f} repeats "
+                      "just before and after the timed steps; the better one's median of its 5 fastest"}
+
+
 def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable[[int], str]) -> dict[str, Any]:
     """The probe's result (best over sizes), merged into the per-machine cache.
 

@@ -30,6 +30,8 @@ FIGURES: list[tuple[str, str, float, str]] = [
     ("mfu_measured", "MFU vs measured peak", 100, "{:.1f}%"),
     ("own_probe_flops_per_s", "own framework's matmul GFLOP/s", 1e-9, "{:.1f}"),
     ("mfu_own_probe", "MFU vs own framework's matmul", 100, "{:.1f}%"),
+    ("peak_during_run_flops_per_s", "matmul peak during run GFLOP/s", 1e-9, "{:.1f}"),
+    ("mfu_during_run", "MFU vs matmul peak during run", 100, "{:.1f}%"),
     ("vendor_peak_flops_per_s", "vendor peak TFLOP/s", 1e-12, "{:.1f}"),
     ("mfu_vendor", "MFU vs vendor peak", 100, "{:.1f}%"),
     ("compile_s", "compile (s)", 1, "{:.2f}"),
@@ -95,6 +97,8 @@ def run_metrics(run: dict[str, Any], device_peak: dict[str, Any] | None = None) 
     vendor = peaks.vendor_peak(device.get("type", "?"), device.get("name", "?"), env.get("dtype", "?"),
                                bool((cfg.get("train") or {}).get("tf32"))) if device else \
         {"flops_per_s": None, "source": "n/a"}
+    # the same framework's matmul, probed just before and after the timed steps
+    during = _get(run, "matmul_during_run.flops_per_s")
     flops_per_s = fpi / median if fpi and median else None
     cold = run.get("cold") or {}
     memory = run.get("memory") or {}
@@ -111,6 +115,8 @@ def run_metrics(run: dict[str, Any], device_peak: dict[str, Any] | None = None) 
         "mfu_measured": ratio(flops_per_s, measured.get("flops_per_s")),
         "own_probe_flops_per_s": own,
         "mfu_own_probe": ratio(flops_per_s, own),
+        "peak_during_run_flops_per_s": during,
+        "mfu_during_run": ratio(flops_per_s, during),
         "mfu_vendor": ratio(flops_per_s, vendor["flops_per_s"]),
         "compile_s": cold.get("compile_s"),
         "lower_s": cold.get("lower_s"),
@@ -144,6 +150,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     median = step["median"]
     measured = _median(m["measured_peak"]["flops_per_s"] for m in metrics)
     own = _median(m.get("own_probe_flops_per_s") for m in metrics)
+    during = _median(m.get("peak_during_run_flops_per_s") for m in metrics)
     vendor = next((m["vendor_peak"] for m in metrics), {"flops_per_s": None, "source": "n/a"})
     flops_per_s = fpi / median if fpi and median else None
     rss = [m["host_rss_peak_bytes"] for m in metrics if m["host_rss_peak_bytes"] is not None]
@@ -166,6 +173,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "mfu_measured": ratio(flops_per_s, measured),
         "own_probe_flops_per_s": own,
         "mfu_own_probe": ratio(flops_per_s, own),
+        "peak_during_run_flops_per_s": during,
+        "mfu_during_run": ratio(flops_per_s, during),
         "vendor_peak_flops_per_s": vendor["flops_per_s"],
         "vendor_peak_source": vendor["source"],
         "mfu_vendor": ratio(flops_per_s, vendor["flops_per_s"]),
@@ -245,6 +254,9 @@ def format_report(report: dict[str, Any]) -> str:
                     names.append(b)
     for (kind, source), names in peaks_seen.items():
         out.append(f"{kind} peak ({', '.join(names)}): {source}")
+    during = next((r["matmul_during_run"]["source"] for r in report["runs"] if r.get("matmul_during_run")), None)
+    if during:
+        out.append(f"matmul peak during run (each backend its own): {during}")
     mallocs = {str((r.get("environment") or {}).get("host_malloc")) for r in report["runs"] if r.get("environment")}
     if mallocs:
         out.append(f"host malloc: {'; '.join(sorted(mallocs))}")
@@ -259,7 +271,8 @@ def format_report(report: dict[str, Any]) -> str:
 CSV_COLUMNS = ["sweep_key", "sweep_value", "backend", "runs", "valid_runs", "step_s_median", "step_s_p10",
                "step_s_p90", "step_s_min", "step_s_max", "step_s_n", "amortised_step_s", "tokens_per_s",
                "tokens_per_s_amortised", "flops_per_iter", "flops_per_s", "measured_peak_flops_per_s",
-               "mfu_measured", "own_probe_flops_per_s", "mfu_own_probe", "vendor_peak_flops_per_s", "mfu_vendor",
+               "mfu_measured", "own_probe_flops_per_s", "mfu_own_probe", "peak_during_run_flops_per_s",
+               "mfu_during_run", "vendor_peak_flops_per_s", "mfu_vendor",
                "compile_s", "lower_s", "first_step_s",
                "initial_loss", "final_loss", "recompilations", "host_rss_peak_bytes", "device_peak_bytes"]
 

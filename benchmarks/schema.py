@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the matmul peak during the run, and MFU against it
 
 NUM = {"type": ["number", "null"]}
 INT = {"type": ["integer", "null"]}
@@ -53,11 +53,14 @@ RUN = {
                    "properties": {"host_rss_peak_bytes": INT, "device_peak_bytes": INT}},
         "matmul_peak": {"type": "object", "required": ["flops_per_s", "source"],
                         "properties": {"flops_per_s": NUM, "source": {"type": "string"}}},
+        "matmul_during_run": {"type": "object", "required": ["flops_per_s", "source", "before", "after"],
+                              "properties": {"flops_per_s": NUM, "source": {"type": "string"}}},
         "environment": {"type": "object"},
         "metrics": {"type": "object", "required": ["step_s", "tokens_per_s", "flops_per_s", "mfu_measured",
                                                    "mfu_vendor", "flops_per_iter", "tokens_per_iter"],
                     "properties": {"step_s": SUMMARY_STATS, "tokens_per_s": NUM, "flops_per_s": NUM,
-                                   "mfu_measured": NUM, "mfu_own_probe": NUM, "mfu_vendor": NUM, "flops_per_iter": INT,
+                                   "mfu_measured": NUM, "mfu_own_probe": NUM, "mfu_during_run": NUM,
+                                   "mfu_vendor": NUM, "flops_per_iter": INT,
                                    "tokens_per_iter": INT}},
         "profile": {"type": "object"},
     },
@@ -68,6 +71,7 @@ AGGREGATE = {
     "required": ["runs", "valid_runs", "step_s", "per_repeat_median_step_s", "amortised_step_s", "tokens_per_s",
                  "tokens_per_s_amortised", "flops_per_iter", "flops_per_s", "measured_peak_flops_per_s",
                  "measured_peak_source", "mfu_measured", "own_probe_flops_per_s", "mfu_own_probe",
+                 "peak_during_run_flops_per_s", "mfu_during_run",
                  "vendor_peak_flops_per_s", "vendor_peak_source", "mfu_vendor", "compile_s", "first_step_s", "final_loss", "recompilations",
                  "host_rss_peak_bytes", "device_peak_bytes"],
     "properties": {
@@ -76,7 +80,8 @@ AGGREGATE = {
         "amortised_step_s": NUM, "tokens_per_s": NUM, "tokens_per_s_amortised": NUM, "flops_per_iter": INT,
         "tokens_per_iter": INT, "flops_per_s": NUM, "measured_peak_flops_per_s": NUM,
         "measured_peak_source": {"type": "string"}, "mfu_measured": NUM, "own_probe_flops_per_s": NUM,
-        "mfu_own_probe": NUM, "vendor_peak_flops_per_s": NUM,
+        "mfu_own_probe": NUM, "peak_during_run_flops_per_s": NUM, "mfu_during_run": NUM,
+        "vendor_peak_flops_per_s": NUM,
         "vendor_peak_source": {"type": "string"}, "mfu_vendor": NUM, "compile_s": NUM, "lower_s": NUM,
         "first_step_s": NUM, "initial_loss": NUM, "final_loss": NUM, "recompilations": INT,
         "host_rss_peak_bytes": INT, "device_peak_bytes": INT,

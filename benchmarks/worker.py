@@ -15,6 +15,7 @@ The phases, in order (only the last two are timed as steady state):
    loss must be near ln(vocab) and must have fallen; otherwise the run is "invalid", untimed;
 4. latency: ``steps`` steps, each waited for before the clock stops;
 5. throughput: ``steps`` more steps queued back to back, one wait at the end;
+   (a short matmul probe just before 4 and just after 5: the peak available meanwhile)
 6. then, outside the timed run: peak memory, compilations, and an optional profile.
 """
 
@@ -35,7 +36,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np  # noqa: E402
 
-from benchmarks import sysinfo, timing  # noqa: E402
+from benchmarks import peaks, sysinfo, timing  # noqa: E402
 from common import config as config_mod  # noqa: E402
 from common.batches import BatchSampler, synthetic_tokens  # noqa: E402
 from common.corpus import load_corpus  # noqa: E402
@@ -44,6 +45,7 @@ from common.tokenizer import CharTokenizer  # noqa: E402
 
 SYNTHETIC_TOKENS = 1_000_000
 INITIAL_LOSS_TOLERANCE = 0.5  # nats around ln(vocab) that an untrained model's loss may stray
+PROBE_BUDGET_S = 0.5  # each matmul probe around the timed steps
 SYNTHETIC_RISE_TOLERANCE = 0.05  # random tokens cannot be learned; the loss must merely not rise
 
 
@@ -135,6 +137,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                       "framework_import_and_setup_s": t0 - t_start}
     result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
     result["matmul_peak"] = bench.matmul_peak(trainer.device, "float32", bool(spec.get("fresh_peak")))
+    probe_n = int(result["matmul_peak"].get("n") or 1024)
+    probe = bench.matmul_probe(trainer.device, "float32", probe_n)  # timed again around the steps
+    probe()  # JAX compiles it now, not between the recompilation counts
 
     # Every batch is drawn and put on the device before anything is timed.
     sampler = BatchSampler(splits, train_config.batch_size, model_config.block_size, int(spec.get("seed", 1337)))
@@ -183,12 +188,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         # -- steady state ------------------------------------------------------------------------
         bench.reset_peak_memory(trainer)
         bar.set_description(f"{label} timed")
+        probe_before = peaks.time_matmul(probe, probe_n, PROBE_BUDGET_S)
         times, loss = timing.latency(trainer.step, trainer.wait, timed_latency, after_each=bar.update)
         total, loss = timing.throughput(trainer.step, trainer.wait, timed_throughput)
+        probe_after = peaks.time_matmul(probe, probe_n, PROBE_BUDGET_S)
         bar.update(len(timed_throughput))
     finally:
         bar.close()
     compiles_after = bench.compile_stats()
+    result["matmul_during_run"] = peaks.during_run(probe_before, probe_after, probe_n)
     result["latency"] = {"times_s": times}
     result["throughput"] = {"steps": len(timed_throughput), "total_s": total, "step_s": total / len(timed_throughput)}
     result["final_loss"] = float(loss)

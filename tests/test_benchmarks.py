@@ -62,6 +62,9 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
         assert abs(run["sanity"]["initial_loss"] - math.log(65)) < 0.5
         assert run["metrics"]["flops_per_iter"] == flops_per_iter(build_configs("tiny")[0], 4)
         assert run["recompilations"] == 0
+        during = run["matmul_during_run"]
+        assert during["flops_per_s"] == max(during["before"]["best"], during["after"]["best"]) > 0
+        assert run["metrics"]["mfu_during_run"] == pytest.approx(run["metrics"]["flops_per_s"] / during["flops_per_s"])
         assert Path(run["profile"]["trace"]).exists()
         if sys.platform.startswith("linux"):  # the worker reuses freed memory, as `microgpt train` does
             assert run["environment"]["host_malloc"].startswith("glibc"), run["environment"]["host_malloc"]
@@ -78,7 +81,7 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
     # the table: both backends side by side and their ratio
     header = next(line for line in done.stdout.splitlines() if line.startswith("figure"))
     assert header.split() == ["figure", "torch", "jax", "jax/torch"]
-    assert "MFU vs measured peak" in done.stdout
+    assert "MFU vs measured peak" in done.stdout and "MFU vs matmul peak during run" in done.stdout
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert [r["backend"] for r in rows] == ["torch", "jax", "jax/torch"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["step_time.png", "tokens_per_s.png"]

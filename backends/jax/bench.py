@@ -7,6 +7,7 @@ Mirrors ``backends/torch/bench.py``: the same functions with the same signatures
 - ``compile_stats()``: XLA compilations so far in this process, and the time they took.
 - ``reset_peak_memory(trainer)`` / ``peak_memory(trainer)``: peak RSS, the device's peak
   (``memory_stats``, where the device keeps them) and the compiled step's memory analysis.
+- ``matmul_probe(device, dtype, n)``: one n x n matmul, waited for (timed by ``benchmarks.peaks``).
 - ``matmul_peak(device, dtype, fresh)``: the measured float32 matmul rate of the device,
   cached per machine in the user cache.
 - ``profile(trainer, x, y, steps, out_dir)``: a jax.profiler trace of a few steps.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +159,22 @@ def _probe_key(device, dtype: str, sizes: tuple[int, ...]) -> str:
             f"{dtype} | precision=highest | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} | n={'/'.join(map(str, sizes))}")
 
 
+def matmul_probe(device, dtype: str, n: int) -> Callable[[], None]:
+    """One n x n matmul on ``device``, waited for: what ``benchmarks.peaks.time_matmul`` times."""
+    if isinstance(device, str):
+        device = jax.devices(device)[0]
+    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[dtype]
+    mm = jax.jit(lambda p, q: jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST))
+    ka, kb = jax.random.split(jax.random.key(n))
+    a = jax.device_put(jax.random.normal(ka, (n, n), jdtype), device)
+    b = jax.device_put(jax.random.normal(kb, (n, n), jdtype), device)
+
+    def matmul() -> None:
+        mm(a, b).block_until_ready()
+
+    return matmul
+
+
 def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str, Any]:
     """The best rate of an n x n float32 matmul on ``device`` (a few sizes, many short repeats),
     in FLOP/s, and how it was found.
@@ -173,18 +190,7 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     key = _probe_key(device, dtype, sizes)
     if not fresh and (cached := peaks.cached_peak(key)):
         return cached
-    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[dtype]
-    mm = jax.jit(lambda p, q: jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST))
-    rates = {}
-    for n in sizes:
-        ka, kb = jax.random.split(jax.random.key(n))
-        a = jax.device_put(jax.random.normal(ka, (n, n), jdtype), device)
-        b = jax.device_put(jax.random.normal(kb, (n, n), jdtype), device)
-
-        def matmul():
-            mm(a, b).block_until_ready()
-
-        rates[n] = peaks.time_matmul(matmul, n)
+    rates = {n: peaks.time_matmul(matmul_probe(device, dtype, n), n) for n in sizes}
     threads = key.split("threads=")[1].split(" ")[0]
     return peaks.record_peak(key, rates, lambda n: (
         f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "

@@ -6,6 +6,7 @@ Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
 - ``ready(arrays)``: block until arrays put on the device have arrived.
 - ``compile_stats()``: compilations so far in this process, and the time they took.
 - ``reset_peak_memory(trainer)`` / ``peak_memory(trainer)``: peak RSS, and the device's peak.
+- ``matmul_probe(device, dtype, n)``: one n x n matmul, waited for (timed by ``benchmarks.peaks``).
 - ``matmul_peak(device, dtype, fresh)``: the measured float32 matmul rate of the device,
   cached per machine in the user cache.
 - ``profile(trainer, x, y, steps, out_dir)``: a torch.profiler trace of a few steps.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -139,6 +140,21 @@ def _probe_key(device: torch.device, dtype: str, sizes: tuple[int, ...]) -> str:
             f"{dtype} | tf32={torch.backends.cuda.matmul.allow_tf32} | n={'/'.join(map(str, sizes))}")
 
 
+def matmul_probe(device, dtype: str, n: int) -> Callable[[], None]:
+    """One n x n matmul on ``device``, waited for: what ``benchmarks.peaks.time_matmul`` times."""
+    device = torch.device(device)
+    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[dtype]
+    gen = torch.Generator(device="cpu").manual_seed(n)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
+
+    def matmul() -> None:
+        a @ b
+        _sync(device)
+
+    return matmul
+
+
 def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str, Any]:
     """The best rate of an n x n float32 matmul on ``device`` (a few sizes, many short repeats),
     in FLOP/s, and how it was found.
@@ -152,18 +168,7 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     key = _probe_key(device, dtype, sizes)
     if not fresh and (cached := peaks.cached_peak(key)):
         return cached
-    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[dtype]
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    rates = {}
-    for n in sizes:
-        a = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
-        b = torch.randn(n, n, generator=gen).to(device=device, dtype=tdtype)
-
-        def matmul():
-            a @ b
-            _sync(device)
-
-        rates[n] = peaks.time_matmul(matmul, n)
+    rates = {n: peaks.time_matmul(matmul_probe(device, dtype, n), n) for n in sizes}
     tf32 = f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}" if device.type == "cuda" else ""
     return peaks.record_peak(key, rates, lambda n: (
         f"measured: torch.matmul {dtype}{tf32} on {device_name(device)}, {torch.get_num_threads()} threads, "
