@@ -87,14 +87,23 @@ def time_matmul(matmul: Callable[[], None], n: int, budget_s: float = 1.0) -> di
             "repeats": len(times)}
 
 
-def during_run(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, Any]:
-    """The matmul peak available while the steps ran: short probes just before and just after
-    the timed steps, in the same process. On a shared machine the rate the hardware gives
-    drifts by tens of percent over seconds (other tenants on the same cores); a step and a
-    probe taken together see the same conditions, so their ratio is the stable figure."""
-    return {"flops_per_s": max(before["best"], after["best"]), "n": n, "before": before, "after": after,
-            "source": f"n x n = {n} matmul probes of {before['repeats']:.0f} and {after['repeats']:.0f} repeats "
-                      "just before and after the timed steps; the better one's median of its 5 fastest"}
+def probe_rates(probes: dict[int, Callable[[], None]], budget_s: float) -> dict[int, dict[str, float]]:
+    """``time_matmul`` of each n x n probe, ``budget_s`` seconds each."""
+    return {n: time_matmul(matmul, n, budget_s) for n, matmul in probes.items()}
+
+
+def during_run(before: dict[int, dict[str, float]], after: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """The matmul peak available while the steps ran: the device-peak probe's sizes, timed again
+    just before and just after the timed steps, in the same process. On a shared machine the
+    rate the hardware gives drifts by tens of percent over seconds (other tenants on the same
+    cores); a step and a probe taken together see the same conditions, so their ratio is the
+    stable figure. The best (size, side) wins, as for the device peak."""
+    flops, n, side = max((rates["best"], n, side) for side, probe in (("before", before), ("after", after))
+                         for n, rates in probe.items())
+    return {"flops_per_s": flops, "n": n, "side": side,
+            "before": {str(k): v for k, v in before.items()}, "after": {str(k): v for k, v in after.items()},
+            "source": f"n x n matmul probes ({'/'.join(map(str, before))}) just before and after the timed steps; "
+                      f"the best median of 5 fastest repeats (n={n}, {side})"}
 
 
 def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable[[int], str]) -> dict[str, Any]:

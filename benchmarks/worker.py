@@ -45,7 +45,7 @@ from common.tokenizer import CharTokenizer  # noqa: E402
 
 SYNTHETIC_TOKENS = 1_000_000
 INITIAL_LOSS_TOLERANCE = 0.5  # nats around ln(vocab) that an untrained model's loss may stray
-PROBE_BUDGET_S = 0.5  # each matmul probe around the timed steps
+PROBE_BUDGET_S = 0.5  # per matmul size, for the probes just before and after the timed steps
 SYNTHETIC_RISE_TOLERANCE = 0.05  # random tokens cannot be learned; the loss must merely not rise
 
 
@@ -137,9 +137,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                       "framework_import_and_setup_s": t0 - t_start}
     result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
     result["matmul_peak"] = bench.matmul_peak(trainer.device, "float32", bool(spec.get("fresh_peak")))
-    probe_n = int(result["matmul_peak"].get("n") or 1024)
-    probe = bench.matmul_probe(trainer.device, "float32", probe_n)  # timed again around the steps
-    probe()  # JAX compiles it now, not between the recompilation counts
+    # the peak probe's sizes, timed again around the steps; built (JAX: compiled) now, outside them
+    sizes = [int(n) for n in result["matmul_peak"].get("sizes") or ()] or [int(result["matmul_peak"].get("n") or 1024)]
+    probes = {n: bench.matmul_probe(trainer.device, "float32", n) for n in sizes}
+    for probe in probes.values():
+        probe()
 
     # Every batch is drawn and put on the device before anything is timed.
     sampler = BatchSampler(splits, train_config.batch_size, model_config.block_size, int(spec.get("seed", 1337)))
@@ -188,15 +190,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         # -- steady state ------------------------------------------------------------------------
         bench.reset_peak_memory(trainer)
         bar.set_description(f"{label} timed")
-        probe_before = peaks.time_matmul(probe, probe_n, PROBE_BUDGET_S)
+        probe_before = peaks.probe_rates(probes, PROBE_BUDGET_S)
         times, loss = timing.latency(trainer.step, trainer.wait, timed_latency, after_each=bar.update)
         total, loss = timing.throughput(trainer.step, trainer.wait, timed_throughput)
-        probe_after = peaks.time_matmul(probe, probe_n, PROBE_BUDGET_S)
+        probe_after = peaks.probe_rates(probes, PROBE_BUDGET_S)
         bar.update(len(timed_throughput))
     finally:
         bar.close()
     compiles_after = bench.compile_stats()
-    result["matmul_during_run"] = peaks.during_run(probe_before, probe_after, probe_n)
+    result["matmul_during_run"] = peaks.during_run(probe_before, probe_after)
     result["latency"] = {"times_s": times}
     result["throughput"] = {"steps": len(timed_throughput), "total_s": total, "step_s": total / len(timed_throughput)}
     result["final_loss"] = float(loss)

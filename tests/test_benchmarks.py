@@ -63,7 +63,8 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
         assert run["metrics"]["flops_per_iter"] == flops_per_iter(build_configs("tiny")[0], 4)
         assert run["recompilations"] == 0
         during = run["matmul_during_run"]
-        assert during["flops_per_s"] == max(during["before"]["best"], during["after"]["best"]) > 0
+        assert during["flops_per_s"] == max(r["best"] for side in ("before", "after") for r in during[side].values()) > 0
+        assert set(during["before"]) == set(during["after"]) == set(run["matmul_peak"]["sizes"])
         assert run["metrics"]["mfu_during_run"] == pytest.approx(run["metrics"]["flops_per_s"] / during["flops_per_s"])
         assert Path(run["profile"]["trace"]).exists()
         if sys.platform.startswith("linux"):  # the worker reuses freed memory, as `microgpt train` does
