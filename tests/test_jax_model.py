@@ -139,11 +139,11 @@ def test_compile_is_ahead_of_time_and_reused():
     x, y = _batch()
     times = trainer.compile(x, y)
     assert set(times) == {"lower_s", "compile_s"} and all(v >= 0 for v in times.values())
-    compiled, jitted = trainer._compiled, trainer._step_fn._cache_size()
+    compiled, jitted = trainer.compiled_step, trainer._step_fn._cache_size()
     loss = trainer.step(x, y)
     trainer.wait(loss)
     assert trainer._step_fn._cache_size() == jitted  # the AOT executable ran: nothing compiled just in time
-    assert trainer._compiled is compiled and math.isfinite(float(loss))
+    assert trainer.compiled_step is compiled is not None and math.isfinite(float(loss))
 
 
 def test_estimate_loss_switches_modes_and_tracks_no_gradients():

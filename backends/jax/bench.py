@@ -118,7 +118,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
 
 def _compiled_memory(trainer) -> dict[str, Any] | None:
-    compiled = getattr(trainer, "_compiled", None)  # the AOT executable from Trainer.compile
+    compiled = trainer.compiled_step  # the AOT executable from Trainer.compile
     if compiled is None:
         return None
     try:

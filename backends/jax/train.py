@@ -442,6 +442,11 @@ class Trainer:
         self._compiled_for = (x.shape, x.dtype, y.shape, y.dtype)
         return {"lower_s": t1 - t0, "compile_s": t2 - t1}
 
+    @property
+    def compiled_step(self):
+        """The executable ``compile`` built (its ``memory_analysis()`` is in benchmark reports), or None."""
+        return self._compiled
+
     # -- training ----------------------------------------------------------------------------
     def step(self, x, y) -> jax.Array:
         """One AdamW step on the batch (x, y); returns the loss, still on the device."""

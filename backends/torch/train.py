@@ -222,6 +222,11 @@ class Trainer:
         lazy: it compiles inside the first step, so there is nothing to time separately here."""
         return {}
 
+    @property
+    def compiled_step(self):
+        """[torch≠jax] None: eager torch has no executable, and torch.compile keeps its graphs to itself."""
+        return None
+
     # -- training ----------------------------------------------------------------------------
     def step(self, x, y) -> torch.Tensor:
         """One AdamW step on the batch (x, y); returns the loss, still on the device."""
