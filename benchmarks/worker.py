@@ -188,9 +188,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         cold["compilations_warmup"] = compiles_warm["compilations"] - compiles_first["compilations"]
 
         # -- steady state ------------------------------------------------------------------------
-        bench.reset_peak_memory(trainer)
-        bar.set_description(f"{label} timed")
         probe_before = peaks.probe_rates(probes, PROBE_BUDGET_S)
+        bench.reset_peak_memory(trainer)  # after the probe: peak memory is the steps' own
+        bar.set_description(f"{label} timed")
         times, loss = timing.latency(trainer.step, trainer.wait, timed_latency, after_each=bar.update)
         total, loss = timing.throughput(trainer.step, trainer.wait, timed_throughput)
         probe_after = peaks.probe_rates(probes, PROBE_BUDGET_S)
