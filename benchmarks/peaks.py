@@ -1,12 +1,21 @@
-"""Vendor peak FLOP/s of known GPUs (dense, no structured sparsity), per precision in use.
+"""The peaks MFU is measured against. Framework-free.
 
+1. Vendor peak FLOP/s of known GPUs (dense, no structured sparsity), per precision in use.
 Sources: NVIDIA A100 Tensor Core GPU datasheet (2021); NVIDIA H100 Tensor Core GPU
 datasheet (2023); NVIDIA H200 Tensor Core GPU datasheet (2024). The datasheets quote
 TF32/BF16 "with sparsity"; the dense figures below are half of those.
 Any other device (every CPU included) gets None: "n/a" rather than a wrong number.
+
+2. The measured matmul peak: the timing loop for each backend's probe, the per-machine cache
+of the device's best, and the peak during a run (probes just before and after its steps).
 """
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 T = 1e12
 
@@ -51,11 +60,6 @@ def vendor_peak(device_type: str, device_name: str, dtype: str, tf32: bool) -> d
 # Each backend's ``bench.matmul_peak`` builds its own n x n matrices on its device and hands
 # this module a ``matmul()`` callable that multiplies them and waits for the result.
 
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
 PEAK_CACHE = "matmul_peak.json"
 
 
@@ -87,9 +91,12 @@ def time_matmul(matmul: Callable[[], None], n: int, budget_s: float = 1.0) -> di
             "repeats": len(times)}
 
 
-def probe_rates(probes: dict[int, Callable[[], None]], budget_s: float) -> dict[int, dict[str, float]]:
-    """``time_matmul`` of each n x n probe, ``budget_s`` seconds each."""
-    return {n: time_matmul(matmul, n, budget_s) for n, matmul in probes.items()}
+def probe_rates(make_probe: Callable[[int], Callable[[], None]], sizes: Iterable[int],
+                budget_s: float = 1.0) -> dict[int, dict[str, float]]:
+    """``time_matmul`` of an n x n probe for each size, ``budget_s`` seconds each. Each probe
+    (``make_probe(n)``: its matrices on the device) is built just before it is timed and
+    dropped after, so no probe memory outlives its measurement."""
+    return {n: time_matmul(make_probe(n), n, budget_s) for n in sizes}
 
 
 def during_run(before: dict[int, dict[str, float]], after: dict[int, dict[str, float]]) -> dict[str, Any]:

@@ -15,8 +15,9 @@ The phases, in order (only the last two are timed as steady state):
    loss must be near ln(vocab) and must have fallen; otherwise the run is "invalid", untimed;
 4. latency: ``steps`` steps, each waited for before the clock stops;
 5. throughput: ``steps`` more steps queued back to back, one wait at the end;
-   (a short matmul probe just before 4 and just after 5: the peak available meanwhile)
-6. then, outside the timed run: peak memory, compilations, and an optional profile.
+   (a short matmul probe just before 4 and just after 5: the peak available meanwhile;
+   the compilation and peak-memory counts cover 4 and 5 alone)
+6. then, outside the timed run: an optional profile.
 """
 
 from __future__ import annotations
@@ -137,11 +138,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                       "framework_import_and_setup_s": t0 - t_start}
     result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
     result["matmul_peak"] = bench.matmul_peak(trainer.device, "float32", bool(spec.get("fresh_peak")))
-    # the peak probe's sizes, timed again around the steps; built (JAX: compiled) now, outside them
+    # the peak probe's sizes, timed again just before and just after the timed steps
     sizes = [int(n) for n in result["matmul_peak"].get("sizes") or ()] or [int(result["matmul_peak"].get("n") or 1024)]
-    probes = {n: bench.matmul_probe(trainer.device, "float32", n) for n in sizes}
-    for probe in probes.values():
-        probe()
+
+    def probe_matmul() -> dict[int, dict[str, float]]:
+        return peaks.probe_rates(lambda n: bench.matmul_probe(trainer.device, "float32", n), sizes, PROBE_BUDGET_S)
 
     # Every batch is drawn and put on the device before anything is timed.
     sampler = BatchSampler(splits, train_config.batch_size, model_config.block_size, int(spec.get("seed", 1337)))
@@ -187,25 +188,27 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         compiles_warm = bench.compile_stats()
         cold["compilations_warmup"] = compiles_warm["compilations"] - compiles_first["compilations"]
 
-        # -- steady state ------------------------------------------------------------------------
-        probe_before = peaks.probe_rates(probes, PROBE_BUDGET_S)
-        bench.reset_peak_memory(trainer)  # after the probe: peak memory is the steps' own
+        # -- steady state, between two matmul probes ---------------------------------------------
+        # the compilation and peak-memory counts cover the timed steps alone, not the probes
+        probe_before = probe_matmul()
+        compiles_timed = bench.compile_stats()
+        bench.reset_peak_memory(trainer)
         bar.set_description(f"{label} timed")
         times, loss = timing.latency(trainer.step, trainer.wait, timed_latency, after_each=bar.update)
         total, loss = timing.throughput(trainer.step, trainer.wait, timed_throughput)
-        probe_after = peaks.probe_rates(probes, PROBE_BUDGET_S)
         bar.update(len(timed_throughput))
+        compiles_after = bench.compile_stats()
+        result["memory"] = bench.peak_memory(trainer)
+        probe_after = probe_matmul()
     finally:
         bar.close()
-    compiles_after = bench.compile_stats()
     result["matmul_during_run"] = peaks.during_run(probe_before, probe_after)
     result["latency"] = {"times_s": times}
     result["throughput"] = {"steps": len(timed_throughput), "total_s": total, "step_s": total / len(timed_throughput)}
     result["final_loss"] = float(loss)
     result["final_iter"] = int(trainer.iter_num)
-    result["recompilations"] = compiles_after["compilations"] - compiles_warm["compilations"]
+    result["recompilations"] = compiles_after["compilations"] - compiles_timed["compilations"]
     result["compile_stats"] = compiles_after
-    result["memory"] = bench.peak_memory(trainer)
     result["loadavg_end"] = sysinfo.loadavg()
 
     # -- outside the timed run --------------------------------------------------------------------

@@ -190,7 +190,7 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     key = _probe_key(device, dtype, sizes)
     if not fresh and (cached := peaks.cached_peak(key)):
         return cached
-    rates = {n: peaks.time_matmul(matmul_probe(device, dtype, n), n) for n in sizes}
+    rates = peaks.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
     threads = key.split("threads=")[1].split(" ")[0]
     return peaks.record_peak(key, rates, lambda n: (
         f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "

@@ -168,7 +168,7 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     key = _probe_key(device, dtype, sizes)
     if not fresh and (cached := peaks.cached_peak(key)):
         return cached
-    rates = {n: peaks.time_matmul(matmul_probe(device, dtype, n), n) for n in sizes}
+    rates = peaks.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
     tf32 = f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}" if device.type == "cuda" else ""
     return peaks.record_peak(key, rates, lambda n: (
         f"measured: torch.matmul {dtype}{tf32} on {device_name(device)}, {torch.get_num_threads()} threads, "
