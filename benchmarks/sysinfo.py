@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common.hostinfo import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "jax", "jaxlib", "flax", "optax", "numpy")
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
@@ -26,16 +28,6 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def affinity() -> list[int] | None:
@@ -80,27 +72,3 @@ def git_info(repo: Path = REPO) -> dict[str, Any]:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None,
             "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
-
-
-def host_rss_peak() -> dict[str, Any]:
-    """Peak resident set size: VmHWM (resettable, see reset_host_rss_peak) or ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return {"bytes": int(line.split()[1]) * 1024, "source": "/proc/self/status VmHWM"}
-    except OSError:
-        pass
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
-            "source": "getrusage ru_maxrss (since process start)"}
-
-
-def reset_host_rss_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs); False where impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False

@@ -12,6 +12,7 @@ from common.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float64")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float64")  # what "auto" resolves to, per device
 ATTENTIONS = ("fused", "manual")
 
 
@@ -95,6 +96,11 @@ class TrainConfig:
         for name, allowed in (("device", DEVICES), ("dtype", DTYPES), ("attention", ATTENTIONS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
+
+
+def param_dtype(compute_dtype: str) -> str:
+    """bfloat16 is a compute dtype: parameters and optimizer state stay float32 (both backends)."""
+    return "float64" if compute_dtype == "float64" else "float32"
 
 
 def _check_types(cfg: Any) -> None:

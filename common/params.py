@@ -96,6 +96,6 @@ def check_weights(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[str]
     for name in weights.keys() - expected.keys():
         problems.append(f"unexpected parameter {name}")
     for name in expected.keys() & weights.keys():
-        if tuple(weights[name].shape) != expected[name]:
-            problems.append(f"{name}: shape {tuple(weights[name].shape)}, expected {expected[name]}")
+        if tuple(np.shape(weights[name])) != expected[name]:
+            problems.append(f"{name}: shape {tuple(np.shape(weights[name]))}, expected {expected[name]}")
     return sorted(problems)

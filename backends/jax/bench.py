@@ -1,4 +1,5 @@
-"""JAX hooks for the benchmark harness (``benchmarks/``), which never imports jax itself.
+"""JAX hooks for the benchmark harness (``benchmarks/``), which never imports jax itself
+(and which this module never imports: dependencies point benchmarks -> backends -> common).
 
 Mirrors ``backends/torch/bench.py``: the same functions with the same signatures.
 
@@ -7,7 +8,7 @@ Mirrors ``backends/torch/bench.py``: the same functions with the same signatures
 - ``compile_stats()``: XLA compilations so far in this process, and the time they took.
 - ``reset_peak_memory(trainer)`` / ``peak_memory(trainer)``: peak RSS, the device's peak
   (``memory_stats``, where the device keeps them) and the compiled step's memory analysis.
-- ``matmul_probe(device, dtype, n)``: one n x n matmul, waited for (timed by ``benchmarks.peaks``).
+- ``matmul_probe(device, dtype, n)``: one n x n matmul, waited for (timed by ``common.matmul_rate``).
 - ``matmul_peak(device, dtype, fresh)``: the measured float32 matmul rate of the device,
   cached per machine in the user cache.
 - ``profile(trainer, x, y, steps, out_dir)``: a jax.profiler trace of a few steps.
@@ -23,8 +24,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from benchmarks import peaks, sysinfo
-from benchmarks.sysinfo import cpu_model
+from common import hostinfo, matmul_rate
+from common.hostinfo import cpu_model
 
 BACKEND = "jax"
 
@@ -113,7 +114,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
     [torch≠jax] PJRT has no reset for ``peak_bytes_in_use``: on a GPU the device peak
     covers the whole process (set-up and compilation included)."""
-    out = {"rss": sysinfo.reset_host_rss_peak(), "device": False}
+    out = {"rss": hostinfo.reset_host_rss_peak(), "device": False}
     return out
 
 
@@ -133,7 +134,7 @@ def _compiled_memory(trainer) -> dict[str, Any] | None:
 
 
 def peak_memory(trainer) -> dict[str, Any]:
-    rss = sysinfo.host_rss_peak()
+    rss = hostinfo.host_rss_peak()
     out: dict[str, Any] = {"host_rss_peak_bytes": rss["bytes"], "host_rss_source": rss["source"],
                            "device_peak_bytes": None, "device_source": None}
     try:
@@ -160,7 +161,7 @@ def _probe_key(device, dtype: str, sizes: tuple[int, ...]) -> str:
 
 
 def matmul_probe(device, dtype: str, n: int) -> Callable[[], None]:
-    """One n x n matmul on ``device``, waited for: what ``benchmarks.peaks.time_matmul`` times."""
+    """One n x n matmul on ``device``, waited for: what ``common.matmul_rate.time_matmul`` times."""
     if isinstance(device, str):
         device = jax.devices(device)[0]
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[dtype]
@@ -181,18 +182,18 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
 
     Measured once per machine (and thread count, framework version, XLA_FLAGS) and cached in
     ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` probes again, and the cache keeps
-    the best probe so far (``benchmarks.peaks``: the timing loop and the cache). The matmul runs
+    the best probe so far (``common.matmul_rate``: the timing loop and the cache). The matmul runs
     at ``Precision.HIGHEST``: true float32, no TF32 or bf16 passes on a GPU.
     """
     if isinstance(device, str):
         device = jax.devices(device)[0]
     sizes = (1024, 2048) if device.platform == "cpu" else (4096, 8192)
     key = _probe_key(device, dtype, sizes)
-    if not fresh and (cached := peaks.cached_peak(key)):
+    if not fresh and (cached := matmul_rate.cached_peak(key)):
         return cached
-    rates = peaks.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
+    rates = matmul_rate.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
     threads = key.split("threads=")[1].split(" ")[0]
-    return peaks.record_peak(key, rates, lambda n: (
+    return matmul_rate.record_peak(key, rates, lambda n: (
         f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "
         f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"))
 

@@ -1,4 +1,5 @@
-"""PyTorch hooks for the benchmark harness (``benchmarks/``), which never imports torch itself.
+"""PyTorch hooks for the benchmark harness (``benchmarks/``), which never imports torch itself
+(and which this module never imports: dependencies point benchmarks -> backends -> common).
 
 Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
 
@@ -6,7 +7,7 @@ Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
 - ``ready(arrays)``: block until arrays put on the device have arrived.
 - ``compile_stats()``: compilations so far in this process, and the time they took.
 - ``reset_peak_memory(trainer)`` / ``peak_memory(trainer)``: peak RSS, and the device's peak.
-- ``matmul_probe(device, dtype, n)``: one n x n matmul, waited for (timed by ``benchmarks.peaks``).
+- ``matmul_probe(device, dtype, n)``: one n x n matmul, waited for (timed by ``common.matmul_rate``).
 - ``matmul_peak(device, dtype, fresh)``: the measured float32 matmul rate of the device,
   cached per machine in the user cache.
 - ``profile(trainer, x, y, steps, out_dir)``: a torch.profiler trace of a few steps.
@@ -21,8 +22,8 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks import peaks, sysinfo
-from benchmarks.sysinfo import cpu_model
+from common import hostinfo, matmul_rate
+from common.hostinfo import cpu_model
 
 BACKEND = "torch"
 
@@ -108,7 +109,7 @@ def compile_stats() -> dict[str, Any]:
 
 def reset_peak_memory(trainer) -> dict[str, Any]:
     """Start the peak counters afresh, so peaks cover what follows (the timed steps)."""
-    out = {"rss": sysinfo.reset_host_rss_peak(), "device": False}
+    out = {"rss": hostinfo.reset_host_rss_peak(), "device": False}
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
         out["device"] = True
@@ -116,7 +117,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
 
 def peak_memory(trainer) -> dict[str, Any]:
-    rss = sysinfo.host_rss_peak()
+    rss = hostinfo.host_rss_peak()
     out: dict[str, Any] = {"host_rss_peak_bytes": rss["bytes"], "host_rss_source": rss["source"],
                            "device_peak_bytes": None, "device_source": None}
     if trainer.device.type == "cuda":
@@ -141,7 +142,7 @@ def _probe_key(device: torch.device, dtype: str, sizes: tuple[int, ...]) -> str:
 
 
 def matmul_probe(device, dtype: str, n: int) -> Callable[[], None]:
-    """One n x n matmul on ``device``, waited for: what ``benchmarks.peaks.time_matmul`` times."""
+    """One n x n matmul on ``device``, waited for: what ``common.matmul_rate.time_matmul`` times."""
     device = torch.device(device)
     tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[dtype]
     gen = torch.Generator(device="cpu").manual_seed(n)
@@ -161,16 +162,16 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
 
     Measured once per machine (and thread count, framework version, precision setting) and
     cached in ``$XDG_CACHE_HOME/microgpt/matmul_peak.json``; ``fresh`` probes again, and the
-    cache keeps the best probe so far (``benchmarks.peaks``: the timing loop and the cache).
+    cache keeps the best probe so far (``common.matmul_rate``: the timing loop and the cache).
     """
     device = torch.device(device)
     sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
     key = _probe_key(device, dtype, sizes)
-    if not fresh and (cached := peaks.cached_peak(key)):
+    if not fresh and (cached := matmul_rate.cached_peak(key)):
         return cached
-    rates = peaks.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
+    rates = matmul_rate.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
     tf32 = f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}" if device.type == "cuda" else ""
-    return peaks.record_peak(key, rates, lambda n: (
+    return matmul_rate.record_peak(key, rates, lambda n: (
         f"measured: torch.matmul {dtype}{tf32} on {device_name(device)}, {torch.get_num_threads()} threads, "
         f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"))
 
