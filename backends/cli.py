@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_convert(sub)
     try:
-        from backends.parity import add_parser as add_parity
+        from backends.parity.cli import add_parser as add_parity
     except ImportError:  # the parity suite ships with the package; tolerate partial checkouts
         add_parity = None
     if add_parity is not None:
@@ -67,10 +67,6 @@ def run(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command != "train" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("train", "sample"):
-        from backends.host_memory import keep_freed_memory
-
-        keep_freed_memory()  # a training process reuses its freed activation buffers
     if args.command == "train":
         from backends import trainloop
 

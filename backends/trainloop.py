@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from backends import BACKENDS, load_backend
+from backends import BACKENDS, load_backend, process
 from common import config as config_mod
 from common.batches import BatchSampler
 from common.checkpoint import Checkpoint, FILENAME, load_checkpoint, save_checkpoint
 from common.corpus import load_corpus, read_text, resolve_corpus
 from common.errors import UserError
+from common.schedule import get_lr
 from common.tokenizer import CharTokenizer
 
 LAST, BEST = "last", "best"
@@ -84,6 +85,13 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
     corpus.check_block_size(model_config.block_size)
 
     module = load_backend(backend)
+    with process.settings(module, train_config, host_memory=True):
+        return _train(module, backend, preset, model_config, train_config, tokenizer, corpus, corpus_path,
+                      out_dir, resumed, progress)
+
+
+def _train(module, backend, preset, model_config, train_config, tokenizer, corpus, corpus_path, out_dir,
+           resumed, progress) -> RunResult:
     trainer = module.Trainer(model_config, train_config, resumed.weights if resumed else None)
     splits = {"train": corpus.train, "val": corpus.val}
     sampler = BatchSampler(splits, train_config.batch_size, model_config.block_size, train_config.seed)
@@ -131,7 +139,7 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
             if it % train_config.eval_interval == 0 or it == train_config.max_iters:
                 if not any(row["iter"] == it and row.get("val_loss") is not None for row in history):
                     losses = trainer.estimate_loss(get_eval_batch_fn(), train_config.eval_iters)
-                    history.append({"iter": it, "lr": module.get_lr(it, train_config), "loss": None,
+                    history.append({"iter": it, "lr": get_lr(it, train_config), "loss": None,
                                     "train_loss": losses["train"], "val_loss": losses["val"],
                                     "ms_per_iter": None, "tokens_per_s": None})
                     bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -145,7 +153,7 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
             if it >= train_config.max_iters or stop["requested"]:
                 break
             x, y = sampler.get_batch("train")
-            lr = module.get_lr(it, train_config)
+            lr = get_lr(it, train_config)
             t0 = time.perf_counter()
             loss = float(trainer.step(x, y))  # the host read waits for the step to finish
             dt = time.perf_counter() - t0
@@ -229,7 +237,8 @@ def sample(checkpoint_path: str | Path, backend: str | None, prompt: str, max_ne
         backend = ckpt.backend if ckpt.backend in BACKENDS else "torch"
     module = load_backend(backend)
     train_config = config_mod.TrainConfig(**(config_mod.to_dict(ckpt.train_config) | {"device": device}))
-    trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
-    idx = np.tile(ids[None, :], (num_samples, 1))
-    out = trainer.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    with process.settings(module, train_config, host_memory=True):
+        trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
+        idx = np.tile(ids[None, :], (num_samples, 1))
+        out = trainer.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     return [ckpt.tokenizer.decode(row) for row in out]

@@ -38,6 +38,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import numpy as np  # noqa: E402
 
 from benchmarks import peaks, sysinfo, timing  # noqa: E402
+from common import matmul_rate  # noqa: E402
 from common import config as config_mod  # noqa: E402
 from common.batches import BatchSampler, synthetic_tokens  # noqa: E402
 from common.corpus import load_corpus  # noqa: E402
@@ -110,13 +111,10 @@ def sanity_gate(initial: float, again: float, warmup_losses: list[float], vocab:
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from backends import load_backend
+    from backends import load_backend, process
     from backends.host_memory import keep_freed_memory
 
     backend = spec["backend"]
-    steps, warmup = int(spec["steps"]), int(spec["warmup"])
-    progress = bool(spec.get("progress"))
-    label = spec.get("label", backend)
     t_start = time.perf_counter()
     result: dict[str, Any] = {"backend": backend, "status": "ok", "loadavg_start": sysinfo.loadavg()}
 
@@ -129,9 +127,20 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                                 f"block_size + 1 = {model_config.block_size + 1}")
     result["config"] = {"model": config_mod.to_dict(model_config), "train": config_mod.to_dict(train_config)}
 
-    host_malloc = keep_freed_memory()  # as `microgpt train` does; MICROGPT_MALLOC=system to compare
     train = load_backend(backend)
     bench = importlib.import_module(f"backends.{backend}.bench")
+    # precision, seeds, 64-bit mode, and freed memory kept for reuse, as `microgpt train` makes them
+    with process.settings(train, train_config, host_memory=True):
+        host_malloc = keep_freed_memory()  # what was set (MICROGPT_MALLOC=system to compare)
+        return _measure(spec, train, bench, model_config, train_config, splits, vocab, result, host_malloc, t_start)
+
+
+def _measure(spec, train, bench, model_config, train_config, splits, vocab, result, host_malloc,
+             t_start) -> dict[str, Any]:
+    backend = spec["backend"]
+    steps, warmup = int(spec["steps"]), int(spec["warmup"])
+    progress = bool(spec.get("progress"))
+    label = spec.get("label", backend)
     t0 = time.perf_counter()
     trainer = train.Trainer(model_config, train_config)
     result["cold"] = {"trainer_init_s": time.perf_counter() - t0,
@@ -142,7 +151,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     sizes = [int(n) for n in result["matmul_peak"].get("sizes") or ()] or [int(result["matmul_peak"].get("n") or 1024)]
 
     def probe_matmul() -> dict[int, dict[str, float]]:
-        return peaks.probe_rates(lambda n: bench.matmul_probe(trainer.device, "float32", n), sizes, PROBE_BUDGET_S)
+        return matmul_rate.probe_rates(lambda n: bench.matmul_probe(trainer.device, "float32", n), sizes, PROBE_BUDGET_S)
 
     # Every batch is drawn and put on the device before anything is timed.
     sampler = BatchSampler(splits, train_config.batch_size, model_config.block_size, int(spec.get("seed", 1337)))

@@ -42,6 +42,18 @@ def _normal(std: float):
 gelu = functools.partial(jax.nn.gelu, approximate=False)
 
 
+def causal_mask(T: int) -> jax.Array:
+    """(T, T) booleans: position t attends to positions 0..t."""
+    return jnp.tril(jnp.ones((T, T), dtype=jnp.bool_))
+
+
+def layer_norm(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """nanoGPT's LayerNorm: eps 1e-5, with a bias only when config.bias."""
+    # [torch≠jax] Flax's LayerNorm defaults to epsilon=1e-6 and a one-pass E[x²]-E[x]² variance
+    return nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
+                         scale_init=ones, bias_init=zeros, rngs=rngs)
+
+
 class CausalSelfAttention(nnx.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
         # [torch≠jax] no super().__init__(); layers take explicit RNG streams (rngs) to draw their init from
@@ -81,8 +93,7 @@ class CausalSelfAttention(nnx.Module):
             # the same computation, spelled out: scores, causal mask, softmax, weighted sum
             q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, nh, T, hs)
             att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(k.shape[-1]))  # (B, nh, T, T)
-            mask = jnp.tril(jnp.ones((T, T), dtype=jnp.bool_))
-            att = jnp.where(mask, att, -jnp.inf)  # position t sees 0..t
+            att = jnp.where(causal_mask(T), att, -jnp.inf)  # position t sees 0..t
             att = jax.nn.softmax(att, axis=-1)
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
@@ -111,12 +122,9 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
-        # [torch≠jax] Flax's LayerNorm defaults to epsilon=1e-6 and a one-pass E[x²]-E[x]² variance
-        self.ln_1 = nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
-                                  scale_init=ones, bias_init=zeros, rngs=rngs)
+        self.ln_1 = layer_norm(config, rngs=rngs)
         self.attn = CausalSelfAttention(config, attention, rngs=rngs)
-        self.ln_2 = nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
-                                  scale_init=ones, bias_init=zeros, rngs=rngs)
+        self.ln_2 = layer_norm(config, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
 
     def __call__(self, x):
@@ -133,8 +141,7 @@ class GPT(nnx.Module):
             wpe=nnx.Embed(config.block_size, config.n_embd, embedding_init=normal, rngs=rngs),  # position embedding
             drop=nnx.Dropout(config.dropout, rngs=rngs),
             h=nnx.List([Block(config, attention, rngs=rngs) for _ in range(config.n_layer)]),
-            ln_f=nnx.LayerNorm(config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False,
-                               scale_init=ones, bias_init=zeros, rngs=rngs),
+            ln_f=layer_norm(config, rngs=rngs),
         ))
         # [torch≠jax] no lm_head layer: __call__ ties the head to the token embedding with wte.attend
         # [torch≠jax] no _init_weights pass: every layer above was given nanoGPT's initialisers

@@ -19,6 +19,16 @@ from common.config import ModelConfig
 from common.params import INIT_STD
 
 
+def causal_mask(T: int) -> torch.Tensor:
+    """(T, T) booleans: position t attends to positions 0..t."""
+    return torch.tril(torch.ones(T, T, dtype=torch.bool))
+
+
+def layer_norm(config: ModelConfig) -> nn.LayerNorm:
+    """nanoGPT's LayerNorm: eps 1e-5, with a bias only when config.bias."""
+    return nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused"):
         super().__init__()
@@ -34,8 +44,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.attention = attention  # "fused": one fused kernel; "manual": the math spelled out
         # [torch≠jax] torch keeps the causal mask as a non-trainable buffer on the module
-        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
-        self.register_buffer("mask", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
+        mask = causal_mask(config.block_size).view(1, 1, config.block_size, config.block_size)
+        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x):
         B, T, C = x.size()  # batch size, sequence length, embedding width (n_embd)
@@ -80,9 +90,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused"):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.ln_1 = layer_norm(config)
         self.attn = CausalSelfAttention(config, attention)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.ln_2 = layer_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x):
@@ -100,7 +110,7 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),  # position embedding
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, attention) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias),
+            ln_f=layer_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # [torch≠jax] weight tying: torch shares one Parameter object; Flax calls wte.attend

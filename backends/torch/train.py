@@ -1,5 +1,6 @@
-"""Training, evaluation and sampling for the PyTorch GPT. Mirrors ``backends/jax/train.py``:
-the same public functions and the same ``Trainer`` methods, with the same signatures.
+"""Training, evaluation and sampling for the PyTorch GPT. Read it side by side with
+``backends/jax/train.py``: the same functions in the same order, and a ``Trainer`` with the
+same methods (the contract is ``backends/interface.py``).
 
 Weights and optimizer state go in and out in the canonical numpy layout of
 ``common.params`` (nanoGPT's state-dict names; Linear weights ``(out, in)``), so a
@@ -9,16 +10,16 @@ checkpoint written here resumes in JAX and the reverse.
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from common.config import ModelConfig, TrainConfig
-from common.errors import UserError
-from common.params import init_weights, param_layout
 from backends.torch.model import GPT
+from common.config import ModelConfig, TrainConfig, param_dtype
+from common.errors import UserError
+from common.params import check_weights, init_weights, param_layout
+from common.schedule import get_lr
 
 BACKEND = "torch"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -52,30 +53,36 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
     return "float32"
 
 
-def set_matmul_precision(tf32: bool) -> None:
-    """Say explicitly whether float32 matmuls may use TF32 on a GPU (never inherited by accident)."""
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+@contextlib.contextmanager
+def process_settings(train_config: TrainConfig) -> Iterator[None]:
+    """The process-wide settings a run needs (``backends.process``), undone after: float32
+    matmuls in full precision unless ``tf32``, and torch's global generator seeded.
 
-
-def get_lr(it: int, cfg: TrainConfig) -> float:
-    """nanoGPT's schedule: linear warmup, then cosine decay to min_lr, then min_lr."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it >= cfg.lr_decay_iters:
-        return cfg.min_lr
-    decay_ratio = (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # goes from 1 to 0
-    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+    [torch≠jax] dropout draws its masks from torch's global generator, so its seed is process
+    state (JAX keeps dropout keys in the model); float64 needs no switch."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.get_float32_matmul_precision())
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):  # the generators come back as they were
+            torch.backends.cuda.matmul.allow_tf32 = train_config.tf32
+            torch.backends.cudnn.allow_tf32 = train_config.tf32
+            torch.set_float32_matmul_precision("high" if train_config.tf32 else "highest")
+            torch.manual_seed(train_config.seed)
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
 
 
 def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
                  device: torch.device | str = "cpu", param_dtype: str = "float32",
                  attention: str = "fused", seed: int = 0) -> GPT:
     """A GPT on ``device`` holding ``weights`` (canonical layout), or nanoGPT's init drawn from ``seed``."""
-    torch.manual_seed(seed)
-    model = GPT(config, attention=attention)
+    # torch draws a random init for every layer as it builds it, which load_weights replaces:
+    # from a forked generator, so that building a model leaves the process's (dropout) alone
+    with torch.random.fork_rng(devices=[]):
+        model = GPT(config, attention=attention)
     model.to(device=device, dtype=DTYPES[param_dtype])
     load_weights(model, init_weights(config, seed) if weights is None else weights)
     return model
@@ -89,6 +96,10 @@ def export_weights(model: GPT) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def load_weights(model: GPT, weights: dict[str, np.ndarray]) -> None:
+    """Copy ``weights`` (canonical layout) into the model; ValueError names every mismatch."""
+    problems = check_weights(model.config, weights)
+    if problems:
+        raise ValueError("; ".join(problems))
     params = dict(model.named_parameters())
     for spec in param_layout(model.config):
         p = params[spec.name]
@@ -108,6 +119,12 @@ def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> t
     # for CUDA and CPU tensors, and falls back to the per-tensor loop elsewhere (MPS)
     fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=get_lr(0, cfg), betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The learning rate of the next step, in every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def clip_grad_norm(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -191,17 +208,13 @@ class Trainer:
         self.train_config = train_config
         self.device = select_device(train_config.device)
         self.dtype = resolve_dtype(train_config.dtype, self.device)
-        set_matmul_precision(train_config.tf32)
-        # bfloat16 is a compute dtype (autocast); parameters and optimizer state stay float32
-        param_dtype = "float64" if self.dtype == "float64" else "float32"
-        self.model = create_model(model_config, weights, device=self.device, param_dtype=param_dtype,
+        self.model = create_model(model_config, weights, device=self.device, param_dtype=param_dtype(self.dtype),
                                   attention=train_config.attention, seed=train_config.seed)
         self.optimizer = configure_optimizer(self.model, train_config, self.device)
         self.autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
                          if self.dtype == "bfloat16" else contextlib.nullcontext())
         self.forward = torch.compile(self.model) if train_config.compile else self.model
         self.iter_num = 0  # optimizer steps taken; drives the learning-rate schedule
-        torch.manual_seed(train_config.seed)  # dropout masks
 
     # -- moving data -------------------------------------------------------------------------
     def to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -230,9 +243,7 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def step(self, x, y) -> torch.Tensor:
         """One AdamW step on the batch (x, y); returns the loss, still on the device."""
-        lr = get_lr(self.iter_num, self.train_config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, get_lr(self.iter_num, self.train_config))
         x = x if isinstance(x, torch.Tensor) else self.to_device(x)
         y = y if isinstance(y, torch.Tensor) else self.to_device(y)
         with self.autocast:
@@ -306,7 +317,19 @@ class Trainer:
         self.iter_num = step
 
     def rng_state(self) -> np.ndarray:
-        return torch.get_rng_state().numpy().copy()
+        """[torch≠jax] the global generators dropout draws from: the CPU's, and on CUDA the GPU's."""
+        states = [torch.get_rng_state()]
+        if self.device.type == "cuda":
+            states.append(torch.cuda.get_rng_state(self.device))
+        return torch.cat(states).numpy().copy()
 
     def set_rng_state(self, state: np.ndarray) -> None:
-        torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype=np.uint8).copy()))
+        state = torch.from_numpy(np.asarray(state, dtype=np.uint8).copy())
+        cpu = torch.get_rng_state().numel()
+        gpu = torch.cuda.get_rng_state(self.device).numel() if self.device.type == "cuda" else 0
+        if state.numel() not in (cpu, cpu + gpu):
+            raise UserError(f"the saved torch RNG state has {state.numel()} bytes, this device needs {cpu + gpu}; "
+                            "the checkpoint is damaged")
+        torch.set_rng_state(state[:cpu])
+        if gpu and state.numel() == cpu + gpu:  # a CPU-written state leaves the GPU's generator as seeded
+            torch.cuda.set_rng_state(state[cpu:], self.device)
