@@ -1,0 +1,59 @@
+"""``microgpt parity``: the command line of the parity suite (``backends.cli`` adds it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from backends.parity.checks import CHECKS
+from backends.parity.tolerances import PARITY_DTYPES
+from common.config import PRESETS
+from common.errors import UserError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "parity", help="check that the torch and jax backends compute the same model",
+        description="Compare the PyTorch and the JAX backend from identical weights and batches: logits, loss, "
+                    "gradients, an AdamW step, a training run, the lr schedule, estimate_loss, generation, "
+                    "checkpoint cross-loading, every submodule and the native initialisation. Prints a table and "
+                    "exits 1 if any quantity is out of tolerance.")
+    p.add_argument("--dtype", default="float64", help=f"{' or '.join(PARITY_DTYPES)} (default float64)")
+    p.add_argument("--preset", default="tiny", help=f"model and training config: {', '.join(PRESETS)} (default tiny)")
+    p.add_argument("--seed", type=int, default=0, help="weights, batches and random numbers (default 0)")
+    p.add_argument("--steps", type=int, default=50, help="length of the shared training run (default 50)")
+    p.add_argument("--checks", default=None, help=f"comma-separated subset of: {', '.join(CHECKS)} (default all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda/gpu (default auto)")
+    p.add_argument("--attention", default="fused", help="fused or manual attention (default fused)")
+    p.add_argument("--reference", default="torch", help="backend to compare against (default torch)")
+    p.add_argument("--candidate", default="jax", help="backend under test (default jax)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the full report, per tensor, as JSON")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from backends.parity import run_parity
+
+    checks = None if args.checks is None else [c.strip() for c in args.checks.split(",") if c.strip()]
+    report = run_parity(args.dtype, args.preset, args.seed, steps=args.steps, checks=checks,
+                        reference=args.reference, candidate=args.candidate, device=args.device,
+                        attention=args.attention)
+    print(report.format_table())
+    if args.json:
+        path = Path(args.json)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report.to_dict(), indent=1, default=_json_default) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {str(path)!r} ({exc.strerror}); choose another --json path") from None
+    return 0 if report.passed else 1
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
