@@ -46,3 +46,69 @@ def small_corpus(tmp_path) -> Path:
 def _isolated_cache(tmp_path, monkeypatch):
     """Never read or write the real user cache from a test."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+# -- small models and batches, shared by the backend tests ---------------------------------------
+
+BACKENDS = ("torch", "jax")
+
+
+@pytest.fixture(scope="session")
+def model_config():
+    """Two layers: the smallest model with a block feeding a block."""
+    from common.config import ModelConfig
+
+    return ModelConfig(block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture(scope="session")
+def one_layer_config():
+    """One layer, for tests that train: XLA's compile time grows with depth and dominates on a CPU."""
+    from common.config import ModelConfig
+
+    return ModelConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=32)
+
+
+@pytest.fixture(scope="session")
+def train_config():
+    from common.config import TrainConfig
+
+    return TrainConfig(batch_size=4, max_iters=200, eval_interval=50, eval_iters=2, learning_rate=3e-3,
+                       min_lr=3e-4, warmup_iters=5, lr_decay_iters=200, device="cpu", dtype="float32")
+
+
+def make_batch(B: int = 4, T: int = 16, V: int = 65, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, V, (B, T), dtype=np.int32), rng.integers(0, V, (B, T), dtype=np.int32)
+
+
+@pytest.fixture(scope="session")
+def batch():
+    """``batch(B=4, T=16, V=65, seed=0) -> (x, y)``: random token ids, int32."""
+    return make_batch
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each backend's train module in turn (``backends.load_backend``)."""
+    from backends import load_backend
+
+    if request.param == "torch":
+        pytest.importorskip("torch")
+    else:
+        pytest.importorskip("jax")
+    return load_backend(request.param)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The test models are tiny: torch's thread pool spin-waiting beside XLA's only slows them down."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -199,13 +199,15 @@ def test_timer_waits_for_jax_async_work():
         heavy(a).block_until_ready()
         floors.append(time.perf_counter() - t0)
     floor = min(floors)
-    # through the harness's helpers, with the Trainer's wait
+    # through the harness's helpers, with the Trainer's wait. Without the wait the clock would
+    # read the ~0.1 ms dispatch, hundreds of times less than the floor; a shared machine's rate
+    # drifts by tens of percent either way, so the bound is half the floor
     seconds, _ = timing.timed(lambda: heavy(a), trainer.wait)
-    assert seconds >= 0.8 * floor
+    assert seconds >= 0.5 * floor
     times, _ = timing.latency(lambda x, y: heavy(x), trainer.wait, [(a, None)] * 3)
-    assert min(times) >= 0.8 * floor
+    assert min(times) >= 0.5 * floor
     total, _ = timing.throughput(lambda x, y: heavy(x), trainer.wait, [(a, None)] * 3)
-    assert total >= 3 * 0.8 * floor
+    assert total >= 3 * 0.5 * floor
     # and without the wait the clock would have stopped early: dispatch alone is cheap
     t0 = time.perf_counter()
     pending = heavy(a)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends import load_backend
+from backends import load_backend, process
 from backends.parity import TOLERANCES, compare
 from common.config import build_configs
 
@@ -20,16 +20,6 @@ BACKENDS = ["torch", "jax"]
 
 def configs(seed=0):
     return build_configs("tiny", dict(dropout=0.2, device="cpu", dtype="float32", seed=seed))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; avoids torch's pool spinning beside XLA's
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +66,11 @@ def test_same_seed_same_result_other_seed_other_result(backend, batch):
     x, y = batch
 
     def run(seed):
-        tr = trainer(backend, seed)  # torch seeds its global generator here, jax the model's streams
-        logits = tr.logits(x, train=True)
-        loss, grads = tr.loss_and_grads(x, y)  # a training forward and backward, dropout on
+        module = load_backend(backend)
+        with process.settings(module, configs(seed)[1]):  # torch seeds its global generator here
+            tr = trainer(backend, seed)  # and jax the model's streams
+            logits = tr.logits(x, train=True)
+            loss, grads = tr.loss_and_grads(x, y)  # a training forward and backward, dropout on
         return logits, loss, grads["transformer.wte.weight"]
 
     logits_a, loss_a, grad_a = run(seed=7)

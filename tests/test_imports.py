@@ -29,6 +29,19 @@ def test_nothing_outside_backends_imports_a_framework():
     assert offenders == []
 
 
+def test_dependencies_point_one_way():
+    """benchmarks -> backends -> common, and never back: no import cycle between the packages."""
+    allowed = {"common": {"common"}, "backends": {"backends", "common"},
+               "benchmarks": {"benchmarks", "backends", "common"}}
+    offenders = []
+    for package, may_import in allowed.items():
+        for path in (REPO / package).rglob("*.py"):
+            wrong = (_imports(path) & set(allowed)) - may_import
+            if wrong:
+                offenders.append(f"{path.relative_to(REPO)} imports {sorted(wrong)}")
+    assert offenders == []
+
+
 def test_common_is_numpy_only():
     allowed_third_party = {"numpy", "safetensors", "tqdm", "common"}
     stdlib = set(sys.stdlib_module_names) | {"__future__"}

@@ -176,6 +176,8 @@ def test_cli_float32_prints_the_table_writes_json_and_exits_0(tmp_path, capsys):
     (["--checks", "forward,bogus"], "unknown check(s) bogus"),
     (["--steps", "0"], "--steps must be >= 1"),
     (["--seed", "x"], "invalid int value"),
+    (["--checks", ""], "no check was named"),
+    (["--checks", ","], "no check was named"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, words, capsys):
     code = main(["parity", *args])
@@ -191,6 +193,34 @@ def test_cli_parser_imports_no_framework():
             "assert not {'torch','jax','flax','optax'} & set(sys.modules), sorted(set(sys.modules) & {'torch','jax'})")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_readme_shows_the_tolerance_table_the_code_renders():
+    from backends.parity.tolerances import markdown_table
+
+    text = (REPO / "backends/parity/README.md").read_text(encoding="utf-8")
+    shown = text.split("<!-- tolerances:begin -->\n", 1)[1].split("<!-- tolerances:end -->", 1)[0]
+    assert shown == markdown_table()
+
+
+@pytest.mark.slow
+def test_checks_give_the_same_rows_in_any_order():
+    """Each check asks the session for the state it starts from: running them in another order
+    (after the run, after a cross-load, ...) changes no row, to the last bit."""
+    from backends.parity import Session, make_configs, running
+    from backends.parity.checks import CHECKS as by_name
+
+    mc, tc = make_configs("tiny", "float64", 0, device="cpu")
+
+    def rows(order):
+        session = Session("torch", "jax", mc, tc, "float64", seed=0, steps=3)
+        with running(session):
+            found = {name: by_name[name](session) for name in order}
+        return {r.quantity: (r.max_abs, r.max_rel, r.worst) for name in sorted(found) for r in found[name]}
+
+    first = rows(["forward", "adam", "eval", "crossload"])
+    assert first == rows(["crossload", "eval", "adam", "forward"])
+    assert len(first) == 3 + 5 + 1 + 4
 
 
 def test_every_check_has_a_name_on_the_command_line():

@@ -1,24 +1,23 @@
 """A parity suite that passes with a known bug in it is worse than none.
 
 Each test injects, from outside and one at a time, a mistake known to break PyTorch↔JAX
-parity into the JAX backend (by monkeypatching the module attribute the backend looks up
-when it builds its model or optimizer), runs the float64 suite, and asserts that it fails
-and names the right quantity, while the quantities the bug cannot touch still pass. Only
-the checks a bug can reach are run, to keep the suite fast; the clean suite, which runs
-them all, is in ``test_parity.py``.
+parity into the JAX backend, by patching an attribute of the project's own modules
+(``backends/jax/model.py``, ``backends/jax/train.py``: the ``gelu``, ``layer_norm``,
+``causal_mask`` and ``adamw`` they use; never jax, flax or optax themselves), runs the
+float64 suite, and asserts that it fails and names the right quantity, while the quantities
+the bug cannot touch still pass. Only the checks a bug can reach are run, to keep the suite
+fast; the clean suite, which runs them all, is in ``test_parity.py``.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 
 import pytest
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("torch")
-optax = pytest.importorskip("optax")
 nnx = pytest.importorskip("flax.nnx")
 import jax.numpy as jnp  # noqa: E402
 
@@ -33,8 +32,8 @@ jax_model = pytest.importorskip("backends.jax.model")
 jax_train = load_backend("jax")
 
 
-def parity(*checks):
-    report = run_parity("float64", "tiny", seed=0, checks=list(checks), device="cpu")
+def parity(*checks, attention="fused"):
+    report = run_parity("float64", "tiny", seed=0, checks=list(checks), device="cpu", attention=attention)
     print(report.format_table())  # shown by pytest when a test fails
     return report
 
@@ -52,19 +51,13 @@ def assert_passes(report, *quantities):
 
 
 def _clear_caches():
-    """Forget the JAX backend's memoised layer/optimizer objects and its traced programs, so that an
-    injected bug is traced afresh and never outlives its test. (Most injections change the model's
-    or optimizer's static graph, which keys the caches anyway; patched global functions such as
-    jnp.tril do not.) Cheaper than jax.clear_caches(), which also drops every eager op."""
+    """Forget the project's memoised optimizer transformations (functools caches), so that an
+    injected optimizer bug takes effect and never outlives its test. Every other injection changes
+    the model's static graph (a layer's attributes, its class), which keys the compiled programs."""
     for module in (jax_model, jax_train):
-        for name, value in vars(module).items():
-            if callable(getattr(value, "cache_clear", None)):  # functools caches
+        for value in vars(module).values():
+            if callable(getattr(value, "cache_clear", None)):
                 value.cache_clear()
-            jitted = getattr(value, "jitted_fn", value)  # nnx.jit wraps a jax.jit
-            if callable(getattr(jitted, "clear_cache", None)):
-                jitted.clear_cache()
-            elif inspect.isfunction(value) and value.__module__ == module.__name__:
-                jax.jit(value).clear_cache()  # evicts traces of functions jitted per Trainer (its step)
 
 
 @pytest.fixture(autouse=True)
@@ -74,29 +67,40 @@ def fresh_caches():
     _clear_caches()
 
 
+@pytest.fixture
+def fresh_programs():
+    """For a function the model calls while traced (not a static attribute, which would key the
+    programs): drop the programs the backend's own jitted functions traced, before and after
+    (their ``clear_cache``, JAX's API), so that the bug is traced and then forgotten."""
+    def clear():
+        for module in (jax_model, jax_train):
+            for value in vars(module).values():
+                jitted = getattr(value, "jitted_fn", value)  # nnx.jit wraps a jax.jit
+                if callable(getattr(jitted, "clear_cache", None)):
+                    jitted.clear_cache()
+
+    clear()
+    yield
+    clear()
+
+
 # -- the injections: one small fixture each -------------------------------------------------
 
 
 @pytest.fixture
 def tanh_gelu(monkeypatch):
     """GELU with the tanh approximation (jax.nn.gelu's default) instead of the exact erf."""
-    gelu = jax.nn.gelu
-    tanh = functools.partial(gelu, approximate=True)
-    monkeypatch.setattr(jax.nn, "gelu", lambda x, approximate=True: gelu(x, approximate=True))
-    if hasattr(jax_model, "gelu"):  # the model keeps its GELU as a module-level function
-        monkeypatch.setattr(jax_model, "gelu", tanh)
+    monkeypatch.setattr(jax_model, "gelu", functools.partial(jax.nn.gelu, approximate=True))
 
 
 def _layernorm_without(monkeypatch, kwarg):
-    """nnx.LayerNorm built without ``kwarg``: Flax's own default applies."""
-    LayerNorm = nnx.LayerNorm
+    """The model's LayerNorm built without ``kwarg``: Flax's own default applies."""
+    def layer_norm(config, *, rngs):
+        kwargs = dict(epsilon=1e-5, use_bias=config.bias, use_fast_variance=False, rngs=rngs)
+        kwargs.pop(kwarg)
+        return nnx.LayerNorm(config.n_embd, **kwargs)
 
-    class Defaulted(LayerNorm):
-        def __init__(self, *args, **kwargs):
-            kwargs.pop(kwarg, None)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(nnx, "LayerNorm", Defaulted)
+    monkeypatch.setattr(jax_model, "layer_norm", layer_norm)
 
 
 @pytest.fixture
@@ -112,18 +116,18 @@ def fast_variance(monkeypatch):
 
 
 def _adamw_with(monkeypatch, **change):
-    """optax.adamw with some keyword arguments dropped (value None: optax's default) or replaced."""
-    adamw = optax.adamw
+    """The backend's adamw with some hyperparameters dropped (value None: optax's default) or replaced."""
+    adamw = jax_train.adamw
 
-    def patched(*args, **kwargs):
+    def patched(dtype, **kwargs):
         for key, value in change.items():
             if value is None:
                 kwargs.pop(key, None)
             else:
                 kwargs[key] = value
-        return adamw(*args, **kwargs)
+        return adamw(dtype, **kwargs)
 
-    monkeypatch.setattr(optax, "adamw", patched)
+    monkeypatch.setattr(jax_train, "adamw", patched)
 
 
 @pytest.fixture
@@ -153,9 +157,17 @@ def schedule_shifted(monkeypatch):
 
 @pytest.fixture
 def optimizer_schedule_shifted(monkeypatch):
-    """get_lr right, but the optimizer's schedule reads its step count one ahead."""
-    make = jax_train._lr_schedule
-    monkeypatch.setattr(jax_train, "_lr_schedule", lambda cfg: (lambda count, s=make(cfg): s(count + 1)))
+    """get_lr right, but the Trainer sets the optimizer's lr from its step count one ahead."""
+    step = jax_train.Trainer.step
+
+    def shifted(self, x, y):
+        self.iter_num += 1
+        try:
+            return step(self, x, y)
+        finally:
+            self.iter_num -= 1
+
+    monkeypatch.setattr(jax_train.Trainer, "step", shifted)
 
 
 @pytest.fixture
@@ -165,19 +177,26 @@ def unscaled_c_proj_init(monkeypatch):
 
 
 @pytest.fixture
-def mask_off_by_one(monkeypatch):
-    """A causal mask one diagonal too wide: position t also sees t + 1 (jnp.tril builds the mask,
-    in the model's manual path and inside jax.nn.dot_product_attention's fused one)."""
-    tril = jnp.tril
-    monkeypatch.setattr(jnp, "tril", lambda m, k=0: tril(m, k + 1))
+def mask_off_by_one(monkeypatch, fresh_programs):
+    """A causal mask one diagonal too wide: position t also sees t + 1 (the model's manual path)."""
+    monkeypatch.setattr(jax_model, "causal_mask", lambda T: jnp.tril(jnp.ones((T, T), dtype=jnp.bool_), 1))
 
 
 @pytest.fixture
 def untied_head(monkeypatch):
     """An LM head that is a copy of the token embedding rather than the same parameter: the logits
     match at the start, but the embedding gets no gradient through the head."""
-    monkeypatch.setattr(nnx.Embed, "attend",
-                        lambda self, q: jnp.dot(q, jax.lax.stop_gradient(self.embedding[...]).T))
+    class CopiedHead(nnx.Embed):
+        def attend(self, query):
+            return jnp.dot(query, jax.lax.stop_gradient(self.embedding[...]).T)
+
+    init = jax_model.GPT.__init__
+
+    def untied(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.transformer.wte.__class__ = CopiedHead
+
+    monkeypatch.setattr(jax_model.GPT, "__init__", untied)
 
 
 # -- the tests -------------------------------------------------------------------------------
@@ -241,7 +260,7 @@ def test_unscaled_c_proj_init(unscaled_c_proj_init):
 
 
 def test_causal_mask_off_by_one(mask_off_by_one):
-    report = parity("forward", "submodules")
+    report = parity("forward", "submodules", attention="manual")
     assert_fails(report, "logits", "loss", "sub: h.0.attn", "sub: h.1.attn")
     assert_passes(report, "sub: h.0.mlp", "sub: layernorms", "sub: ln_f + lm_head")
 
