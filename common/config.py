@@ -124,15 +124,17 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         dict(batch_size=4, max_iters=20, eval_interval=10, eval_iters=2, learning_rate=1e-3,
              min_lr=1e-4, warmup_iters=2, lr_decay_iters=20),
     ),
-    # nanoGPT's "baby GPT" for a CPU (config/train_shakespeare_char.py with its CPU overrides).
+    # nanoGPT's "baby GPT" for a CPU: config/train_shakespeare_char.py with the README's CPU
+    # overrides, on train.py's defaults (bias=False among them); tests/test_presets.py compares
+    # both presets with nanoGPT's values key by key.
     "baby": (
-        dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False),
         dict(batch_size=12, max_iters=2000, eval_interval=250, eval_iters=20, learning_rate=1e-3,
              min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000, weight_decay=0.1, beta2=0.99),
     ),
-    # nanoGPT's config/train_shakespeare_char.py, meant for a GPU.
+    # nanoGPT's config/train_shakespeare_char.py on train.py's defaults, meant for a GPU.
     "shakespeare-char": (
-        dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+        dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False),
         dict(batch_size=64, max_iters=5000, eval_interval=250, eval_iters=200, learning_rate=1e-3,
              min_lr=1e-4, warmup_iters=100, lr_decay_iters=5000, weight_decay=0.1, beta2=0.99,
              grad_clip=1.0),
