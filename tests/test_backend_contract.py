@@ -163,7 +163,8 @@ def test_resume_continuity(backend, one_layer_config, train_config, batch):
 def test_dropout_follows_train_and_eval_modes(backend, one_layer_config, train_config, batch):
     x, y = batch()
     config = dataclasses.replace(one_layer_config, dropout=0.5)
-    for attention in ("fused", "manual"):
+    # (JAX's fused attention has no dropout: in training its manual path runs, the same program)
+    for attention in ("fused", "manual") if backend.BACKEND == "torch" else ("fused",):
         trainer = trainer_for(backend, config, train_config, attention=attention)
         a, b = trainer.logits(x, train=True), trainer.logits(x, train=True)
         assert not np.allclose(a, b)  # fresh masks on every call
@@ -211,9 +212,9 @@ def test_float64_inside_the_process_settings(backend, one_layer_config, batch):
     with process.settings(backend, tc):
         trainer = backend.Trainer(one_layer_config, tc)
         x, y = batch()
-        loss = trainer.step(x, y)
-        assert abs(float(loss) - math.log(65)) < 0.1
-        assert all(v.dtype == np.float64 for v in trainer.weights().values())
+        loss, grads = trainer.loss_and_grads(x, y)
+        assert abs(loss - math.log(65)) < 0.1
+        assert all(v.dtype == np.float64 for v in [*trainer.weights().values(), *grads.values()])
         assert all(v.dtype == np.float64 for k, v in trainer.optimizer_state().items() if k != "step")
         assert trainer.logits(x).dtype == np.float64
 

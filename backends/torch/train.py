@@ -296,10 +296,10 @@ class Trainer:
         out = {"step": np.asarray(self.iter_num, dtype=np.int64)}
         for spec in param_layout(self.model_config):
             state = self.optimizer.state.get(params[spec.name], {})
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in ("exp_avg", "exp_avg_sq"):  # before the first step: zeros, as optax starts
                 value = state.get(key)
-                out[f"{key}/{spec.name}"] = (np.zeros(spec.shape, dtype=np.float32) if value is None
-                                             else value.detach().cpu().numpy().copy())
+                out[f"{key}/{spec.name}"] = (np.zeros(spec.shape, dtype=torch.empty(0, dtype=params[spec.name].dtype).numpy().dtype)
+                                             if value is None else value.detach().cpu().numpy().copy())
         return out
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
