@@ -27,7 +27,7 @@ def _classes(path: Path) -> list[tuple[str, list[str], list[str]]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     out = []
     for node in tree.body:
-        if not isinstance(node, ast.ClassDef):
+        if not isinstance(node, ast.ClassDef) or node.name in JAX_ONLY_CLASSES:
             continue
         methods = [f.name for f in node.body if isinstance(f, ast.FunctionDef)]
         init = next(f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
@@ -48,6 +48,11 @@ def _classes(path: Path) -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
+# JAX-only layer classes: nnx.Linear on the 2-D view of its input (torch's nn.Linear does that
+# itself); tagged in its docstring with the measured reason
+JAX_ONLY_CLASSES = {"Linear"}
+
+
 def test_model_files_define_the_same_classes_methods_and_attributes():
     torch_classes = _classes(REPO / "backends/torch/model.py")
     jax_classes = _classes(REPO / "backends/jax/model.py")
@@ -64,6 +69,9 @@ def test_differences_are_tagged():
     jax_src = (REPO / "backends/jax/model.py").read_text(encoding="utf-8")
     torch_src = (REPO / "backends/torch/model.py").read_text(encoding="utf-8")
     tagged = [line for line in jax_src.splitlines() if TAG in line and line.strip().startswith("#")]
+    from backends.jax import model as jax_model
+
+    assert all(TAG in getattr(jax_model, cls).__doc__ for cls in JAX_ONLY_CLASSES)
     for topic in ("(in, out)", "rngs", "mask", "attend", "_init_weights", "epsilon", "dot_product_attention"):
         assert any(topic in line for line in tagged), topic
     assert TAG in torch_src
@@ -84,6 +92,8 @@ def test_model_forward_uses_the_same_local_names():
 
     t = local_names(REPO / "backends/torch/model.py", "forward")
     j = local_names(REPO / "backends/jax/model.py", "__call__")
+    for cls in JAX_ONLY_CLASSES:
+        j.pop(cls)
     for cls in t:
         assert t[cls] <= j[cls], (cls, t[cls] - j[cls])
     assert {"B", "T", "C"} <= j["CausalSelfAttention"] and {"B", "T"} <= j["GPT"]

@@ -38,8 +38,25 @@ def _normal(std: float):
     return nnx.initializers.normal(stddev=std)
 
 
-# exact erf GELU, as in nanoGPT (a module-level function, for the same reason as _normal)
-gelu = functools.partial(jax.nn.gelu, approximate=False)
+def gelu(x):
+    """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as nanoGPT (torch's nn.GELU) computes it.
+
+    [torch≠jax] jax.nn.gelu(approximate=False) gives the same values through erfc, which XLA:CPU
+    expands into a slower polynomial: 3.2x the time of this form forward, 1.5x backward, at
+    baby's (768, 512) (benchmarks/README.md). A module-level function, for the reason of _normal."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+class Linear(nnx.Linear):
+    """``nnx.Linear`` applied to the 2-D view ``(B*T, in)`` of its input, as torch's Linear runs.
+
+    [torch≠jax] on a 3-D input XLA:CPU computes the weight gradient by first transposing the
+    activation gradient with a strided copy (``copy_bitcast_fusion``): at ``baby`` those copies
+    took 50% of the step's kernel time on a Xeon (benchmarks/README.md); on the 2-D view the
+    same matmuls need no copy."""
+
+    def __call__(self, x):
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 def causal_mask(T: int) -> jax.Array:
@@ -60,10 +77,10 @@ class CausalSelfAttention(nnx.Module):
         assert config.n_embd % config.n_head == 0
         # query, key and value projections for all heads, in one matmul
         # [torch≠jax] Flax stores the kernel as (in, out); torch's Linear weight is (out, in)
-        self.c_attn = nnx.Linear(config.n_embd, 3 * config.n_embd, use_bias=config.bias,
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, use_bias=config.bias,
                                  kernel_init=normal, bias_init=zeros, rngs=rngs)
         # output projection back into the residual stream
-        self.c_proj = nnx.Linear(config.n_embd, config.n_embd, use_bias=config.bias,
+        self.c_proj = Linear(config.n_embd, config.n_embd, use_bias=config.bias,
                                  kernel_init=proj_init(config), bias_init=zeros, rngs=rngs)
         # [torch≠jax] each Dropout forks its own stream of rngs["dropout"]: its key is model state
         self.attn_dropout = nnx.Dropout(config.dropout, rngs=rngs)
@@ -84,10 +101,12 @@ class CausalSelfAttention(nnx.Module):
         v = v.reshape(B, T, self.n_head, C // self.n_head)
         # [torch≠jax] jax's fused attention has no dropout argument: with attention dropout
         # switched on (dropout > 0, train mode) the manual path below runs instead; nor does it
-        # compute in float64 (its softmax is always float32), so float64 runs the manual path too
-        if (self.attention == "fused" and x.dtype != jnp.float64
+        # compute in float64 (its softmax is always float32), so float64 runs the manual path too;
+        # nor has XLA:CPU a fused kernel: on a CPU its composite ran 2.4x (baby) and 1.5x
+        # (shakespeare-char) slower than the manual path (benchmarks/README.md), which runs there
+        if (self.attention == "fused" and x.dtype != jnp.float64 and jax.default_backend() != "cpu"
                 and (self.dropout == 0.0 or self.attn_dropout.deterministic)):
-            # XLA's fused attention (cuDNN flash attention on a GPU where it applies)
+            # cuDNN's flash attention on a GPU where it applies, else XLA's composite
             y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, nh, hs)
         else:
             # the same computation, spelled out: scores, causal mask, softmax, weighted sum
@@ -105,10 +124,10 @@ class CausalSelfAttention(nnx.Module):
 
 class MLP(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        self.c_fc = nnx.Linear(config.n_embd, 4 * config.n_embd, use_bias=config.bias,
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, use_bias=config.bias,
                                kernel_init=normal, bias_init=zeros, rngs=rngs)
         self.gelu = gelu  # exact erf GELU (approximate=False), as in nanoGPT
-        self.c_proj = nnx.Linear(4 * config.n_embd, config.n_embd, use_bias=config.bias,
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, use_bias=config.bias,
                                  kernel_init=proj_init(config), bias_init=zeros, rngs=rngs)
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
 
