@@ -26,8 +26,8 @@ FIGURES: list[tuple[str, str, float, str]] = [
     ("tokens_per_s", "tokens/s (median step)", 1, "{:,.0f}"),
     ("tokens_per_s_amortised", "tokens/s (amortised)", 1, "{:,.0f}"),
     ("flops_per_s", "achieved GFLOP/s", 1e-9, "{:.1f}"),
-    ("measured_peak_flops_per_s", "measured f32 matmul peak GFLOP/s", 1e-9, "{:.1f}"),
-    ("mfu_measured", "MFU vs measured peak", 100, "{:.1f}%"),
+    ("measured_peak_flops_per_s", "machine's best f32 matmul GFLOP/s", 1e-9, "{:.1f}"),
+    ("mfu_measured", "MFU vs machine's best matmul", 100, "{:.1f}%"),
     ("own_probe_flops_per_s", "own framework's matmul GFLOP/s", 1e-9, "{:.1f}"),
     ("mfu_own_probe", "MFU vs own framework's matmul", 100, "{:.1f}%"),
     ("peak_during_run_flops_per_s", "matmul peak during run GFLOP/s", 1e-9, "{:.1f}"),
@@ -41,6 +41,7 @@ FIGURES: list[tuple[str, str, float, str]] = [
     ("final_loss", "final loss", 1, "{:.4f}"),
     ("recompilations", "recompilations (timed)", 1, "{:.0f}"),
     ("host_rss_peak_bytes", "peak RSS (MiB)", 1 / 2**20, "{:.0f}"),
+    ("host_rss_growth_bytes", "  of which grown in the timed steps (MiB)", 1 / 2**20, "{:.0f}"),
     ("device_peak_bytes", "device peak memory (MiB)", 1 / 2**20, "{:.0f}"),
 ]
 
@@ -58,28 +59,10 @@ def device_key(run: dict[str, Any]) -> str:
     return f"{device.get('type', '?')}|{device.get('name', '?')}"
 
 
-def device_peaks(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The measured float32 matmul peak of each device: the best probe of any backend on it.
-
-    A peak is a property of the device; each framework probes it in its own process, and on a
-    shared machine a probe can only come out low, so the highest is the best estimate. MFU of
-    both backends is then against the same number, and their MFU ratio is their speed ratio.
-    """
-    best: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        probe = run.get("matmul_peak") or {}
-        flops = probe.get("flops_per_s")
-        if not flops:
-            continue
-        key = device_key(run)
-        if key not in best or flops > best[key]["flops_per_s"]:
-            best[key] = {"flops_per_s": flops, "source": f"{probe.get('source', '?')} (best of the backends' probes)"}
-    return best
-
-
 def run_metrics(run: dict[str, Any], device_peak: dict[str, Any] | None = None) -> dict[str, Any]:
     """Figures of one run, from its raw result (None where the run has no such figure).
-    ``device_peak`` (from ``device_peaks``) replaces the run's own matmul probe."""
+    ``device_peak`` (``benchmarks.machine_peak.headline``: the best engine installed) replaces the
+    run's own matmul probe as the headline peak."""
     cfg = run.get("config") or {}
     model = ModelConfig(**cfg["model"]) if "model" in cfg else None
     batch = (cfg.get("train") or {}).get("batch_size")
@@ -125,6 +108,9 @@ def run_metrics(run: dict[str, Any], device_peak: dict[str, Any] | None = None) 
         "final_loss": run.get("final_loss"),
         "recompilations": run.get("recompilations"),
         "host_rss_peak_bytes": memory.get("host_rss_peak_bytes"),
+        "host_rss_growth_bytes": (memory["host_rss_peak_bytes"] - memory["host_rss_at_start_bytes"]
+                                  if memory.get("host_rss_peak_bytes") and memory.get("host_rss_at_start_bytes")
+                                  else None),
         "device_peak_bytes": memory.get("device_peak_bytes"),
     }
 
@@ -154,6 +140,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     vendor = next((m["vendor_peak"] for m in metrics), {"flops_per_s": None, "source": "n/a"})
     flops_per_s = fpi / median if fpi and median else None
     rss = [m["host_rss_peak_bytes"] for m in metrics if m["host_rss_peak_bytes"] is not None]
+    growth = [m["host_rss_growth_bytes"] for m in metrics if m.get("host_rss_growth_bytes") is not None]
     dev = [m["device_peak_bytes"] for m in metrics if m["device_peak_bytes"] is not None]
     recompiles = [m["recompilations"] for m in metrics if m["recompilations"] is not None]
     return {
@@ -185,6 +172,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "final_loss": _median(m["final_loss"] for m in metrics),
         "recompilations": sum(recompiles) if recompiles else None,
         "host_rss_peak_bytes": max(rss) if rss else None,
+        "host_rss_growth_bytes": max(growth) if growth else None,
         "device_peak_bytes": max(dev) if dev else None,
     }
 
@@ -205,6 +193,11 @@ def _fmt(value: Any, scale: float, fmt: str) -> str:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "n/a"
     return fmt.format(value * scale)
+
+
+def lane_names(settings: dict[str, Any]) -> list[str]:
+    """The report's columns: one per lane (a backend and its variant, ``benchmarks/variants.py``)."""
+    return [lane["name"] for lane in settings.get("lanes") or [{"name": b} for b in settings["backends"]]]
 
 
 def format_table(group: dict[str, Any], backends: list[str]) -> str:
@@ -243,7 +236,7 @@ def format_report(report: dict[str, Any]) -> str:
         title += (f"  (batch {group['batch_size']} x block {group['block_size']} = {any_agg.get('tokens_per_iter')} tokens/step, "
                   f"{_fmt(any_agg.get('flops_per_iter'), 1e-9, '{:.2f}')} GFLOP/step)")
         out.append(title)
-        out.append(format_table(group, s["backends"]))
+        out.append(format_table(group, lane_names(s)))
         out.append("")
     peaks_seen: dict[tuple[str, str], list[str]] = {}
     for group in report["summary"]:
@@ -254,6 +247,16 @@ def format_report(report: dict[str, Any]) -> str:
                     names.append(b)
     for (kind, source), names in peaks_seen.items():
         out.append(f"{kind} peak ({', '.join(names)}): {source}")
+    by_backend = {r.get("lane", r["backend"]): r["profile"]["categories"] for r in report["runs"]
+                  if (r.get("profile") or {}).get("categories", {}).get("steps")}
+    if by_backend:
+        from benchmarks import attribution
+
+        out.append("")
+        out.append(f"where the step goes (profiled steps, first repeat; seconds per step and share; "
+                   f"benchmarks/README.md says what each category holds)")
+        out.append(attribution.format_table(by_backend))
+        out.append("")
     during = next((r["matmul_during_run"]["source"] for r in report["runs"] if r.get("matmul_during_run")), None)
     if during:
         out.append(f"matmul peak during run (each backend its own): {during}")
@@ -264,6 +267,8 @@ def format_report(report: dict[str, Any]) -> str:
     for r in bad:
         out.append(f"{r['backend']} repeat {r['repeat']}{' ' + str(r['sweep']) if r['sweep'] else ''}: "
                    f"{r['status']}: {r.get('error')}")
+    if len(lane_names(s)) > len(s["backends"]):
+        out += [f"variant {lane['about']}" for lane in s["lanes"]]
     out.append(f"command: {report['command_line']}")
     return "\n".join(out) + "\n"
 

@@ -112,7 +112,6 @@ def sanity_gate(initial: float, again: float, warmup_losses: list[float], vocab:
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from backends import load_backend, process
-    from backends.host_memory import keep_freed_memory
 
     backend = spec["backend"]
     t_start = time.perf_counter()
@@ -131,7 +130,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     bench = importlib.import_module(f"backends.{backend}.bench")
     # precision, seeds, 64-bit mode, and freed memory kept for reuse, as `microgpt train` makes them
     with process.settings(train, train_config, host_memory=True):
-        host_malloc = keep_freed_memory()  # what was set (MICROGPT_MALLOC=system to compare)
+        host_malloc = process.host_memory_setting(train)  # what was set (MICROGPT_MALLOC=system to compare)
         return _measure(spec, train, bench, model_config, train_config, splits, vocab, result, host_malloc, t_start)
 
 
@@ -146,7 +145,9 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
     result["cold"] = {"trainer_init_s": time.perf_counter() - t0,
                       "framework_import_and_setup_s": t0 - t_start}
     result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
-    result["matmul_peak"] = bench.matmul_peak(trainer.device, "float32", bool(spec.get("fresh_peak")))
+    # every engine this framework brings (the machine's peak is the best of all installed), its own first
+    result["engine_peaks"] = bench.engine_peaks(trainer.device, bool(spec.get("fresh_peak")))
+    result["matmul_peak"] = result["engine_peaks"][0]
     # the peak probe's sizes, timed again just before and just after the timed steps
     sizes = [int(n) for n in result["matmul_peak"].get("sizes") or ()] or [int(result["matmul_peak"].get("n") or 1024)]
 
@@ -201,13 +202,13 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
         # the compilation and peak-memory counts cover the timed steps alone, not the probes
         probe_before = probe_matmul()
         compiles_timed = bench.compile_stats()
-        bench.reset_peak_memory(trainer)
+        reset = bench.reset_peak_memory(trainer)
         bar.set_description(f"{label} timed")
         times, loss = timing.latency(trainer.step, trainer.wait, timed_latency, after_each=bar.update)
         total, loss = timing.throughput(trainer.step, trainer.wait, timed_throughput)
         bar.update(len(timed_throughput))
         compiles_after = bench.compile_stats()
-        result["memory"] = bench.peak_memory(trainer)
+        result["memory"] = dict(bench.peak_memory(trainer), host_rss_at_start_bytes=reset.get("rss_at_reset_bytes"))
         probe_after = probe_matmul()
     finally:
         bar.close()
@@ -225,9 +226,11 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
         path = bench.profile(trainer, *first, int(spec.get("profile_steps", 3)), spec["profile_dir"])
         result["profile"] = {"trace": path, "steps": int(spec.get("profile_steps", 3))}
         try:
-            from benchmarks import profiles
+            from benchmarks import attribution, profiles
 
             result["profile"]["summary"] = profiles.summarize_dir(spec["profile_dir"], backend)
+            events = profiles.load_events(profiles.find_trace(spec["profile_dir"], backend))
+            result["profile"]["categories"] = attribution.categories_of_trace(events, bench.op_classifier(trainer))
         except Exception as exc:  # a summary is a convenience; the trace is what counts
             result["profile"]["summary_error"] = repr(exc)
     result["wall_s"] = time.perf_counter() - t_start
@@ -244,6 +247,16 @@ def _compile_seconds(info: dict, before: dict, after: dict) -> float | None:
     return float(after["compile_s"] - before["compile_s"])
 
 
+def engine_peaks(spec: dict[str, Any]) -> dict[str, Any]:
+    """Task ``engine_peaks``: probe (or read from the cache) the matmul engines of one framework."""
+    from backends import load_backend
+
+    train = load_backend(spec["backend"])
+    bench = importlib.import_module(f"backends.{spec['backend']}.bench")
+    peaks = bench.engine_peaks(train.select_device(spec.get("device", "auto")), bool(spec.get("fresh")))
+    return {"status": "ok", "engine_peaks": peaks}
+
+
 def main() -> int:
     # Frameworks may print to stdout; keep the real stdout for the one JSON result.
     result_fd = os.dup(1)
@@ -251,7 +264,7 @@ def main() -> int:
     sys.stdout = os.fdopen(os.dup(2), "w", buffering=1)
     try:
         spec = json.loads(sys.stdin.read())
-        result = run(spec)
+        result = engine_peaks(spec) if spec.get("task") == "engine_peaks" else run(spec)
     except UserError as exc:
         result = {"status": "user_error", "error": str(exc)}
     except KeyboardInterrupt:

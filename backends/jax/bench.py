@@ -114,7 +114,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
     [torch≠jax] PJRT has no reset for ``peak_bytes_in_use``: on a GPU the device peak
     covers the whole process (set-up and compilation included)."""
-    out = {"rss": hostinfo.reset_host_rss_peak(), "device": False}
+    out = {"rss": hostinfo.reset_host_rss_peak(), "rss_at_reset_bytes": hostinfo.host_rss(), "device": False}
     return out
 
 
@@ -193,9 +193,20 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
         return cached
     rates = matmul_rate.probe_rates(lambda n: matmul_probe(device, dtype, n), sizes)
     threads = key.split("threads=")[1].split(" ")[0]
+    flags = os.environ.get("XLA_FLAGS", "")
     return matmul_rate.record_peak(key, rates, lambda n: (
         f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "
-        f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"))
+        f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"),
+        engine="XLA" + (f" (XLA_FLAGS {flags})" if flags else ""), device=f"{_device_type(device)}|{device_name(device)}")
+
+
+ENGINES = {"cpu": ("XLA",), "cuda": ("XLA",)}
+
+
+def engine_peaks(device, fresh: bool = False) -> list[dict[str, Any]]:
+    """The float32 matmul peak of every engine JAX brings for ``device``: XLA's, with this process's
+    XLA_FLAGS (cached like ``matmul_peak``)."""
+    return [matmul_peak(device, "float32", fresh)]
 
 
 # -- profile ------------------------------------------------------------------------------------
@@ -218,3 +229,27 @@ def profile(trainer, x, y, steps: int, out_dir) -> str:
                 trainer.wait(loss)
     traces = sorted(out.glob("**/*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
     return str(traces[-1]) if traces else str(out)
+
+
+# -- what each traced op is (benchmarks/attribution.py: the same categories for every backend) ------
+
+def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
+    """``classify(name, args, ancestors)`` for the events of a ``profile`` trace of this trainer: the
+    category of an XLA op of the compiled step (read from its HLO, ``backends/jax/hlo.py``), or None
+    for what is not one (Python frames, the runtime, waiting)."""
+    from backends.jax import hlo
+
+    compiled = trainer.compiled_step
+    if compiled is None:  # the step was jitted, not compiled ahead of time: lower it now
+        raise RuntimeError("op_classifier needs trainer.compile(x, y) first")
+    cfg, tc = trainer.model_config, trainer.train_config
+    table = hlo.categories(compiled.as_text(), tokens=tc.batch_size * cfg.block_size, vocab=cfg.vocab_size,
+                           n_embd=cfg.n_embd)
+
+    def classify(name: str, args: dict, ancestors: tuple) -> str | None:
+        op = args.get("hlo_op", name)
+        if args.get("hlo_module", "jit__train_step") != "jit__train_step":
+            return "other"
+        return table.get(op, "other" if "hlo_op" in args else None)
+
+    return classify

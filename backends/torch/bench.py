@@ -109,7 +109,7 @@ def compile_stats() -> dict[str, Any]:
 
 def reset_peak_memory(trainer) -> dict[str, Any]:
     """Start the peak counters afresh, so peaks cover what follows (the timed steps)."""
-    out = {"rss": hostinfo.reset_host_rss_peak(), "device": False}
+    out = {"rss": hostinfo.reset_host_rss_peak(), "rss_at_reset_bytes": hostinfo.host_rss(), "device": False}
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
         out["device"] = True
@@ -173,7 +173,35 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     tf32 = f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}" if device.type == "cuda" else ""
     return matmul_rate.record_peak(key, rates, lambda n: (
         f"measured: torch.matmul {dtype}{tf32} on {device_name(device)}, {torch.get_num_threads()} threads, "
-        f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"))
+        f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"),
+        engine="torch.matmul", device=f"{device.type}|{device_name(device)}")
+
+
+ENGINES = {"cpu": ("torch.matmul", "torch oneDNN"), "cuda": ("torch.matmul",)}
+
+
+def engine_peaks(device, fresh: bool = False) -> list[dict[str, Any]]:
+    """The float32 matmul peak of every engine torch brings for ``device`` (cached like
+    ``matmul_peak``): its BLAS through ``torch.matmul`` (MKL on x86), and on a CPU also its bundled
+    oneDNN (``mkldnn_linear``), which on some CPUs beats the BLAS torch picks by default."""
+    device = torch.device(device)
+    out = [matmul_peak(device, "float32", fresh)]
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        sizes = (1024, 2048)
+        key = _probe_key(device, "float32", sizes) + " | oneDNN mkldnn_linear"
+        cached = None if fresh else matmul_rate.cached_peak(key)
+        out.append(cached or matmul_rate.record_peak(key, matmul_rate.probe_rates(_onednn_probe, sizes), lambda n: (
+            f"measured: torch oneDNN (torch._C._nn.mkldnn_linear) float32 on {device_name(device)}, "
+            f"{torch.get_num_threads()} threads, best over n x n sizes 1024/2048 (best at n={n})"),
+            engine="torch oneDNN", device=f"cpu|{device_name(device)}"))
+    return out
+
+
+def _onednn_probe(n: int) -> Callable[[], None]:
+    gen = torch.Generator().manual_seed(n)
+    a = torch.randn(n, n, generator=gen).to_mkldnn()
+    w = torch.randn(n, n, generator=gen)
+    return lambda: torch._C._nn.mkldnn_linear(a, w, None)  # on the CPU: done when it returns
 
 
 # -- profile ------------------------------------------------------------------------------------
@@ -202,3 +230,61 @@ def profile(trainer, x, y, steps: int, out_dir) -> str:
     table = prof.key_averages().table(sort_by=sort, row_limit=30)
     (out / "torch_ops.txt").write_text(f"torch.profiler, {steps} steps, sorted by {sort}\n{table}\n")
     return str(trace)
+
+
+# -- what each traced op is (benchmarks/attribution.py: the same categories for every backend) ------
+
+_MATMULS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm", "aten::baddbmm"}
+_BY_NAME = [  # (category, aten op names) for everything that is not a matmul
+    ("attention", {"aten::_scaled_dot_product_flash_attention_for_cpu",
+                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::scaled_dot_product_attention",
+                   "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention",
+                   "aten::_scaled_dot_product_efficient_attention_backward",
+                   "aten::_scaled_dot_product_flash_attention_backward", "aten::_softmax",
+                   "aten::_softmax_backward_data", "aten::softmax", "aten::masked_fill", "aten::masked_fill_"}),
+    ("loss", {"aten::cross_entropy_loss", "aten::log_softmax", "aten::_log_softmax", "aten::_log_softmax_backward_data",
+              "aten::nll_loss", "aten::nll_loss_nd", "aten::nll_loss_forward", "aten::nll_loss_backward"}),
+    ("layernorm", {"aten::layer_norm", "aten::native_layer_norm", "aten::native_layer_norm_backward"}),
+    ("optimizer", {"aten::_fused_adamw_", "aten::_fused_adam_", "aten::linalg_vector_norm", "aten::_foreach_norm",
+                   "aten::_foreach_mul_", "aten::clamp", "aten::reciprocal", "aten::stack"}),
+    ("elementwise", {"aten::gelu", "aten::gelu_backward", "aten::add", "aten::add_", "aten::mul", "aten::mul_",
+                     "aten::div", "aten::div_", "aten::sub", "aten::neg", "aten::where", "aten::dropout",
+                     "aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_", "aten::rsub",
+                     "aten::sum", "aten::mean", "aten::pow", "aten::sqrt", "aten::exp", "aten::tanh"}),
+    ("copies/layout", {"aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::transpose", "aten::t",
+                       "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::as_strided", "aten::permute",
+                       "aten::expand", "aten::_unsafe_view", "aten::split", "aten::split_with_sizes", "aten::select",
+                       "aten::slice", "aten::narrow", "aten::unsqueeze", "aten::squeeze", "aten::detach",
+                       "aten::embedding", "aten::embedding_backward", "aten::embedding_dense_backward",
+                       "aten::index_select", "aten::index_add_", "aten::empty", "aten::empty_like", "aten::empty_strided",
+                       "aten::zeros", "aten::zeros_like", "aten::zero_", "aten::fill_", "aten::arange", "aten::to",
+                       "aten::_to_copy", "aten::lift_fresh", "aten::alias", "aten::resolve_conj", "aten::resolve_neg",
+                       "aten::new_empty_strided", "aten::ones_like", "aten::scalar_tensor", "aten::item",
+                       "aten::_local_scalar_dense", "aten::result_type", "aten::set_", "aten::unbind"}),
+]
+_CATEGORY = {name: category for category, names in _BY_NAME for name in names}
+
+
+def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
+    """``classify(name, args, ancestors)`` for the events of a ``profile`` trace of this trainer:
+    a category of ``benchmarks.attribution.CATEGORIES``, or None for what is not an op (Python,
+    autograd's bookkeeping, the profiler). A backward matmul (under an autograd node) is a
+    weight gradient when it contracts over the step's B*T tokens, an input gradient otherwise."""
+    tokens = trainer.train_config.batch_size * trainer.model_config.block_size
+
+    def classify(name: str, args: dict, ancestors: tuple) -> str | None:
+        if name.startswith("Optimizer."):  # torch.optim's record_function around step / zero_grad
+            return "optimizer"
+        if not name.startswith("aten::"):
+            return None
+        if name in _MATMULS:
+            if name in ("aten::bmm", "aten::baddbmm"):
+                return "attention"  # q @ k^T and att @ v, batched over (B, heads)
+            if not any("Backward" in a or a.startswith("autograd::") for a in ancestors):
+                return "forward matmul"
+            dims = args.get("Input Dims") or []
+            lhs = dims[1] if name == "aten::addmm" and len(dims) > 2 else (dims[0] if dims else [])
+            return "weight-grad matmul" if len(lhs) == 2 and lhs[1] == tokens else "input-grad matmul"
+        return _CATEGORY.get(name, "other")
+
+    return classify
