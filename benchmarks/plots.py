@@ -13,6 +13,11 @@ from typing import Any
 COLORS = {"torch": "#ee4c2c", "jax": "#5e97f6"}
 
 
+def color(lane: str) -> str | None:
+    """A backend's colour for its lanes (``torch compile=...`` is torch's)."""
+    return COLORS.get(lane.split(" ")[0])
+
+
 def _pyplot():
     import matplotlib
 
@@ -41,7 +46,9 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = report["settings"]
-    backends = settings["backends"]
+    from benchmarks.report import lane_names
+
+    backends = lane_names(settings)
     sweep = settings.get("sweep")
     title = f"MicroGPT {settings['preset']} on {report['environment']['host']['cpu_model']}"
     paths = []
@@ -58,7 +65,7 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
                 err = [[m - p[idx[1]] for m, p in zip(mid, pts)], [p[idx[2]] - m for m, p in zip(mid, pts)]]
                 numeric = all(isinstance(x, (int, float)) for x in xs)
                 positions = xs if numeric else list(range(len(xs)))
-                ax.errorbar(positions, mid, yerr=err, marker="o", capsize=4, label=b, color=COLORS.get(b))
+                ax.errorbar(positions, mid, yerr=err, marker="o", capsize=4, label=b, color=color(b))
                 if not numeric:
                     ax.set_xticks(positions, [str(x) for x in xs])
             ax.set_xlabel(sweep["key"])
@@ -76,7 +83,7 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
                     mids.append(p[idx[0]])
                     lows.append(p[idx[0]] - p[idx[1]])
                     highs.append(p[idx[2]] - p[idx[0]])
-            ax.bar(names, mids, yerr=[lows, highs], capsize=6, color=[COLORS.get(n, "grey") for n in names])
+            ax.bar(names, mids, yerr=[lows, highs], capsize=6, color=[color(n) or "grey" for n in names])
             for i, m in enumerate(mids):
                 ax.annotate(f"{m:,.1f}" if m < 1000 else f"{m:,.0f}", (i, m), ha="center", va="bottom",
                             xytext=(0, 3), textcoords="offset points", fontsize=8)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import sysinfo
+from benchmarks import machine_peak, sysinfo, variants
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
 from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let float32 matmuls use TF32 on a GPU; the report states which (no effect on a CPU)")
     p.add_argument("--compile", default=False, action=argparse.BooleanOptionalAction,
                    help="torch.compile the torch model (its compile time is reported); JAX always jit-compiles")
+    p.add_argument("--compile-mode", default=None, metavar="MODES",
+                   help="torch variants, comma-separated, each its own column: " + ", ".join(variants.TORCH_MODES)
+                        + " (eager: no compile; default: eager)")
+    p.add_argument("--xla-variant", default=None, metavar="NAMES",
+                   help="JAX variants, comma-separated, each its own column: " + ", ".join(variants.XLA_VARIANTS)
+                        + " (XLA:CPU's engine for the dots; default: default)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per run, for latency and again for throughput (default: "
                         + ", ".join(f"{k} {v[0]}" for k, v in DEFAULT_STEPS.items()) + ")")
@@ -150,15 +156,15 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     _positive("batch-size", args.batch_size)
     _positive("profile-steps", args.profile_steps)
     overrides = config_mod.parse_overrides(extra)
-    for key in ("device", "dtype", "compile", "tf32", "batch_size"):
+    for key in ("device", "dtype", "compile", "compile_mode", "tf32", "batch_size"):
         if key in overrides:
             raise UserError(f"set {key} with its own flag (--{key.replace('_', '-')}), not as an override")
     sweep = parse_sweep(args.sweep)
-    if sweep and sweep[0] in ("device", "dtype", "compile", "tf32"):
+    if sweep and sweep[0] in ("device", "dtype", "compile", "compile_mode", "tf32"):
         raise UserError(f"--sweep {sweep[0]} is not supported; sweep a model or batch setting, e.g. batch_size")
     if sweep and args.batch_size is not None and sweep[0] == "batch_size":
         raise UserError("--sweep batch_size and --batch-size both set the batch size; drop one")
-    overrides.update({"device": args.device, "compile": bool(args.compile), "tf32": bool(args.tf32)})
+    overrides.update({"device": args.device, "tf32": bool(args.tf32)})
     if args.dtype != "auto":
         overrides["dtype"] = args.dtype
     if args.batch_size is not None:
@@ -168,8 +174,9 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     # the loss fall.
     overrides.setdefault("warmup_iters", 0)
     config_mod.build_configs(args.preset, overrides)  # a bad config fails here, before the corpus
-    data = resolve_data(args.data, args.quiet)
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
+    lanes = variants.lanes(backends, bool(args.compile), args.compile_mode, args.xla_variant)
+    data = resolve_data(args.data, args.quiet)
     values = sweep[1] if sweep else [None]
     groups = []
     for value in values:
@@ -186,33 +193,41 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     specs = []
     for g, group in enumerate(groups):
         for r in range(args.repeats):
-            for backend in backends:
+            for lane in lanes:
                 tag = "" if not group["sweep"] else " " + ",".join(f"{k}={v}" for k, v in group["sweep"].items())
                 spec = {
-                    "backend": backend, "preset": args.preset, "overrides": group["overrides"], "data": data,
+                    "backend": lane.backend, "lane": lane.name, "preset": args.preset,
+                    "overrides": group["overrides"] | lane.overrides, "xla_flags": lane.xla_flags, "data": data,
                     "steps": steps, "warmup": warmup, "seed": args.seed, "progress": progress,
                     "fresh_peak": bool(args.fresh_peak) and r == 0 and g == 0,
-                    "label": f"{backend}{tag} {r + 1}/{args.repeats}",
+                    "label": f"{lane.name}{tag} {r + 1}/{args.repeats}",
                     "profile_dir": None, "profile_steps": args.profile_steps,
                 }
                 if args.profile and r == 0:
-                    sub = backend + ("" if not group["sweep"] else "-" + "-".join(f"{k}={v}" for k, v in group["sweep"].items()))
+                    sub = lane.name.replace(" ", "-") + ("" if not group["sweep"] else "-" + "-".join(
+                        f"{k}={v}" for k, v in group["sweep"].items()))
                     spec["profile_dir"] = str(Path(args.profile).resolve() / sub)
-                specs.append({"group": g, "repeat": r, "backend": backend, "sweep": group["sweep"], "spec": spec})
+                specs.append({"group": g, "repeat": r, "backend": lane.backend, "lane": lane.name,
+                              "sweep": group["sweep"], "spec": spec})
     settings = {
-        "backends": backends, "preset": args.preset, "device": args.device, "dtype": args.dtype,
-        "compile": bool(args.compile), "tf32": bool(args.tf32), "steps": steps, "warmup": warmup,
+        "backends": backends, "lanes": [{"name": ln.name, "backend": ln.backend, "variant": ln.variant,
+                                         "about": variants.describe(ln)} for ln in lanes],
+        "preset": args.preset, "device": args.device, "dtype": args.dtype,
+        "compile": any(ln.overrides.get("compile") for ln in lanes), "tf32": bool(args.tf32), "steps": steps,
+        "warmup": warmup,
         "repeats": args.repeats, "batch_size": args.batch_size,
         "sweep": {"key": sweep[0], "values": sweep[1]} if sweep else None,
         "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")},
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
-        "order": [f"{s['backend']}:{s['repeat']}:{s['group']}" for s in specs],
+        "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
     }
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
 
-def worker_env() -> dict[str, str]:
+def worker_env(xla_flags: str = "") -> dict[str, str]:
     env = dict(os.environ)
+    if xla_flags:  # a lane's XLA flags, after the user's own
+        env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), xla_flags) if f)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX is imported in the worker
     repo = str(sysinfo.REPO)
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -223,7 +238,7 @@ def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Start ``benchmarks.worker`` with ``spec`` on stdin; its JSON result, or an error record."""
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.worker"], input=json.dumps(spec), text=True,
-        stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, env=worker_env(),
+        stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, env=worker_env(spec.get("xla_flags", "")),
     )
     try:
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -261,23 +276,28 @@ def _finite(obj: Any) -> Any:
 
 def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     settings = planned["settings"]
-    peaks_by_device = report_mod.device_peaks(runs)
+    peaks_by_device = {}
+    for r in runs:  # the machine's best matmul over every installed engine, per device timed on
+        key = report_mod.device_key(r)
+        if r["status"] == "ok" and key not in peaks_by_device:
+            machine_peak.probe_missing(key, settings["backends"], settings["device"], worker_env())
+            peaks_by_device[key] = machine_peak.headline(key) or r.get("matmul_peak")
     for r in runs:
         if r["status"] == "ok":
             r["metrics"] = report_mod.run_metrics(r, peaks_by_device.get(report_mod.device_key(r)))
     summary = []
     for g, group in enumerate(planned["groups"]):
         aggs = {}
-        for backend in settings["backends"]:
-            these = [r for r in runs if r["group"] == g and r["backend"] == backend]
+        for lane in settings["lanes"]:
+            these = [r for r in runs if r["group"] == g and r["lane"] == lane["name"]]
             if these:
-                aggs[backend] = report_mod.aggregate(these)
+                aggs[lane["name"]] = report_mod.aggregate(these)
         summary.append({"sweep": group["sweep"], "batch_size": group["batch_size"], "block_size": group["block_size"],
                         "backends": aggs, "ratios": report_mod.ratios(aggs)})
     backend_envs = {}
     for r in runs:
-        if r.get("environment") and r["backend"] not in backend_envs:
-            backend_envs[r["backend"]] = r["environment"]
+        if r.get("environment") and r["lane"] not in backend_envs:
+            backend_envs[r["lane"]] = r["environment"]
     return _finite({
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -302,7 +322,8 @@ def run(argv: list[str]) -> int:
         if result.get("status") == "user_error":
             # e.g. --device gpu without one: the first worker says so; nothing else is started
             raise UserError(result["error"])
-        entry = {"backend": item["backend"], "repeat": item["repeat"], "sweep": item["sweep"], "group": item["group"],
+        entry = {"backend": item["backend"], "lane": item["lane"], "repeat": item["repeat"], "sweep": item["sweep"],
+                 "group": item["group"],
                  **{k: v for k, v in result.items() if k != "backend"}, "spec": item["spec"]}
         entry.setdefault("error", None)
         if entry["status"] == "ok":  # provisional: build_report uses the best probe of all runs

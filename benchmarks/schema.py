@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: the matmul peak during the run, and MFU against it
+SCHEMA_VERSION = 3  # 2: the matmul peak during the run, and MFU against it; 3: lanes (variants), categories
 
 NUM = {"type": ["number", "null"]}
 INT = {"type": ["integer", "null"]}
@@ -24,9 +24,10 @@ SUMMARY_STATS = {
 
 RUN = {
     "type": "object",
-    "required": ["backend", "repeat", "sweep", "status", "spec"],
+    "required": ["backend", "lane", "repeat", "sweep", "status", "spec"],
     "properties": {
         "backend": {"type": "string", "enum": ["torch", "jax"]},
+        "lane": {"type": "string"},
         "repeat": {"type": "integer", "minimum": 0},
         "sweep": {"type": ["object", "null"]},
         "status": {"type": "string", "enum": ["ok", "invalid", "error", "user_error"]},
@@ -101,10 +102,15 @@ SCHEMA: dict[str, Any] = {
         "command_line": {"type": "string"},
         "settings": {
             "type": "object",
-            "required": ["backends", "preset", "device", "dtype", "compile", "steps", "warmup", "repeats",
+            "required": ["backends", "lanes", "preset", "device", "dtype", "compile", "steps", "warmup", "repeats",
                          "batch_size", "sweep", "data", "overrides", "order"],
             "properties": {
                 "backends": {"type": "array", "items": {"type": "string", "enum": ["torch", "jax"]}},
+                "lanes": {"type": "array", "items": {"type": "object", "required": ["name", "backend", "variant"],
+                                                     "properties": {"name": {"type": "string"},
+                                                                    "backend": {"type": "string",
+                                                                                "enum": ["torch", "jax"]},
+                                                                    "variant": {"type": "string"}}}},
                 "preset": {"type": "string"}, "device": {"type": "string"}, "dtype": {"type": "string"},
                 "compile": {"type": "boolean"}, "steps": {"type": "integer", "minimum": 1},
                 "warmup": {"type": "integer", "minimum": 1}, "repeats": {"type": "integer", "minimum": 1},

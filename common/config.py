@@ -14,6 +14,7 @@ DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float64")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float64")  # what "auto" resolves to, per device
 ATTENTIONS = ("fused", "manual")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TrainConfig:
     device: str = "auto"  # auto picks CUDA (or MPS for torch), then CPU
     dtype: str = "auto"  # auto: bfloat16 compute on a GPU, float32 on a CPU
     compile: bool = False  # torch.compile; jax always jit-compiles
+    compile_mode: str = "default"  # torch.compile's mode (with compile); jax has none
     attention: str = "fused"  # fused kernel, or the explicit masked softmax ("manual") for study
     tf32: bool = False  # let float32 matmuls use TF32 on a GPU (off: full precision, for parity)
 
@@ -93,7 +95,8 @@ class TrainConfig:
                 f"warmup_iters={self.warmup_iters} exceeds lr_decay_iters={self.lr_decay_iters}; "
                 "the schedule must warm up before it decays"
             )
-        for name, allowed in (("device", DEVICES), ("dtype", DTYPES), ("attention", ATTENTIONS)):
+        for name, allowed in (("device", DEVICES), ("dtype", DTYPES), ("attention", ATTENTIONS),
+                              ("compile_mode", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
 

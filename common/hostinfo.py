@@ -34,6 +34,17 @@ def host_rss_peak() -> dict[str, Any]:
             "source": "getrusage ru_maxrss (since process start)"}
 
 
+def host_rss() -> int | None:
+    """The process's resident set size now, in bytes (VmRSS; None where /proc is not there)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def reset_host_rss_peak() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs); False where impossible."""
     try:

@@ -9,6 +9,7 @@ and waits for the result; the benchmark harness reports MFU against the rates fo
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -23,8 +24,10 @@ def peak_cache_path() -> Path:
 
 
 def cached_peak(key: str) -> dict[str, Any] | None:
-    cache = _read_cache(peak_cache_path())
-    return dict(cache[key], cached=True, cache_path=str(peak_cache_path())) if key in cache else None
+    entry = _read_cache(peak_cache_path()).get(key)
+    if not isinstance(entry, dict) or "engine" not in entry:  # none, or from before engines were recorded
+        return None
+    return dict(entry, cached=True, cache_path=str(peak_cache_path()))
 
 
 def time_matmul(matmul: Callable[[], None], n: int, budget_s: float = 1.0) -> dict[str, float]:
@@ -52,8 +55,18 @@ def probe_rates(make_probe: Callable[[int], Callable[[], None]], sizes: Iterable
     return {n: time_matmul(make_probe(n), n, budget_s) for n in sizes}
 
 
-def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable[[int], str]) -> dict[str, Any]:
-    """The probe's result (best over sizes), merged into the per-machine cache.
+def cpus() -> int:
+    """The CPUs this process may run on: the thread count every engine's probe is keyed by."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable[[int], str], *,
+                engine: str, device: str) -> dict[str, Any]:
+    """The probe's result (best over sizes), merged into the per-machine cache, with the engine
+    that ran it (``torch.matmul``, ``torch oneDNN``, ``XLA``...) and the device (``type|name``).
 
     A peak is a peak: a busy machine only ever lowers a measurement, so the cache keeps the
     best probe so far (a quiet moment's figure is not overwritten by a contended one).
@@ -63,6 +76,7 @@ def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable
         "flops_per_s": rates[n]["best"], "source": describe(n), "n": n,
         "sizes": {str(k): v for k, v in rates.items()}, "median_flops_per_s": rates[n]["median"],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
+        "engine": engine, "device": device, "cpus": cpus(),
     }
     path = peak_cache_path()
     cache = _read_cache(path)  # another worker may have written meanwhile
@@ -79,6 +93,22 @@ def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable
     except OSError:
         pass  # a read-only cache is no reason to fail a benchmark
     return dict(result, cached=False, cache_path=str(path))
+
+
+def machine_best(device: str, engines_wanted: Iterable[str] = ()) -> tuple[dict[str, Any] | None, list[str]]:
+    """The best float32 matmul peak cached for ``device`` (``type|name``, with this process's CPU
+    count) over every engine probed on it, and those of ``engines_wanted`` (engine names, or their
+    prefixes) not cached yet."""
+    best, seen = None, set()
+    for entry in _read_cache(peak_cache_path()).values():
+        if not isinstance(entry, dict) or entry.get("device") != device or entry.get("cpus") != cpus():
+            continue
+        if "float32" not in str(entry.get("key", "")):
+            continue
+        seen.add(str(entry.get("engine")))
+        if best is None or entry.get("flops_per_s", 0) > best["flops_per_s"]:
+            best = dict(entry, cache_path=str(peak_cache_path()))
+    return best, [e for e in engines_wanted if not any(s.startswith(e) for s in seen)]
 
 
 def _read_cache(path: Path) -> dict:

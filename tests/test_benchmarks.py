@@ -67,8 +67,10 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
         assert set(during["before"]) == set(during["after"]) == set(run["matmul_peak"]["sizes"])
         assert run["metrics"]["mfu_during_run"] == pytest.approx(run["metrics"]["flops_per_s"] / during["flops_per_s"])
         assert Path(run["profile"]["trace"]).exists()
-        if sys.platform.startswith("linux"):  # the worker reuses freed memory, as `microgpt train` does
+        if sys.platform.startswith("linux") and run["backend"] == "torch":  # as `microgpt train` does
             assert run["environment"]["host_malloc"].startswith("glibc"), run["environment"]["host_malloc"]
+        if run["backend"] == "jax":  # XLA reuses its own buffers: malloc is left alone
+            assert run["environment"]["host_malloc"].startswith("system default"), run["environment"]["host_malloc"]
     assert "host malloc: glibc" in done.stdout or not sys.platform.startswith("linux")
     jax_run = data["runs"][1]
     assert jax_run["cold"]["compile_s"] > 0 and jax_run["cold"]["lower_s"] > 0
@@ -82,7 +84,7 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
     # the table: both backends side by side and their ratio
     header = next(line for line in done.stdout.splitlines() if line.startswith("figure"))
     assert header.split() == ["figure", "torch", "jax", "jax/torch"]
-    assert "MFU vs measured peak" in done.stdout and "MFU vs matmul peak during run" in done.stdout
+    assert "MFU vs machine's best matmul" in done.stdout and "MFU vs matmul peak during run" in done.stdout
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert [r["backend"] for r in rows] == ["torch", "jax", "jax/torch"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["step_time.png", "tokens_per_s.png"]

@@ -213,7 +213,7 @@ class Trainer:
         self.optimizer = configure_optimizer(self.model, train_config, self.device)
         self.autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
                          if self.dtype == "bfloat16" else contextlib.nullcontext())
-        self.forward = torch.compile(self.model) if train_config.compile else self.model
+        self.forward = torch.compile(self.model, mode=train_config.compile_mode) if train_config.compile else self.model
         self.iter_num = 0  # optimizer steps taken; drives the learning-rate schedule
 
     # -- moving data -------------------------------------------------------------------------
