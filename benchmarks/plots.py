@@ -95,4 +95,36 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
         fig.savefig(out / name)
         plt.close(fig)
         paths.append(str(out / name))
+    by_lane = {r.get("lane", r["backend"]): r["profile"]["categories"] for r in report["runs"]
+               if (r.get("profile") or {}).get("categories", {}).get("steps")}
+    if by_lane:
+        paths.append(write_categories(by_lane, out / "categories.png", title))
     return paths
+
+
+def write_categories(by_lane: dict[str, dict], path: Path, title: str) -> str:
+    """One stacked bar per lane: seconds per step in each category (``benchmarks.attribution``)."""
+    from benchmarks.attribution import CATEGORIES
+
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab20")
+    names = list(by_lane)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 4.6), dpi=120)
+    bottom = [0.0] * len(names)
+    for i, cat in enumerate(CATEGORIES):
+        heights = [by_lane[n]["seconds"][cat] for n in names]
+        if not any(heights):
+            continue
+        ax.bar(names, heights, bottom=bottom, color=cmap(i), label=cat, width=0.6)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    for i, total in enumerate(bottom):
+        ax.annotate(f"{total:.3g} s", (i, total), ha="center", va="bottom", xytext=(0, 3),
+                    textcoords="offset points", fontsize=8)
+    ax.set_ylabel("seconds per step (profiled steps)")
+    ax.set_title(f"where the step goes: {title}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)

@@ -87,7 +87,14 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
     assert "MFU vs machine's best matmul" in done.stdout and "MFU vs matmul peak during run" in done.stdout
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert [r["backend"] for r in rows] == ["torch", "jax", "jax/torch"]
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["step_time.png", "tokens_per_s.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["categories.png", "step_time.png",
+                                                                      "tokens_per_s.png"]
+    # the profile's attribution: one table with both backends' categories
+    table = done.stdout.split("where the step goes", 1)[1].splitlines()
+    assert table[1].split()[:3] == ["category", "torch", "s/step"] and "jax/torch" in table[1]
+    for run in data["runs"]:
+        categories = run["profile"]["categories"]
+        assert categories["steps"] == 2 and categories["shares"]["other"] < 0.03
 
 
 @pytest.mark.slow
