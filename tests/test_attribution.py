@@ -114,3 +114,22 @@ def test_variants_that_do_not_apply_are_refused_in_one_line(args, words, capsys)
     code = bench_main(["--preset", "tiny", "--quiet", *args])
     err = capsys.readouterr().err
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_headline_peak_is_the_best_engine_cached_for_the_device():
+    from benchmarks import machine_peak
+    from common import matmul_rate
+
+    rates = lambda f: {1024: {"best": f, "median": f, "repeats": 5}}  # noqa: E731
+    matmul_rate.record_peak("torch | blas", rates(2e11), lambda n: "probe a", engine="torch.matmul", device="cpu|X")
+    matmul_rate.record_peak("torch | onednn", rates(3e11), lambda n: "probe b", engine="torch oneDNN", device="cpu|X")
+    matmul_rate.record_peak("jax | xla", rates(2.5e11), lambda n: "probe c", engine="XLA", device="cpu|X")
+    matmul_rate.record_peak("jax | other", rates(9e11), lambda n: "probe d", engine="XLA", device="cpu|Y")
+    best = machine_peak.headline("cpu|X")
+    assert best["flops_per_s"] == 3e11 and best["engine"] == "torch oneDNN" and "torch oneDNN" in best["source"]
+    assert matmul_rate.machine_best("cpu|X", ["XLA", "torch"])[1] == []  # every framework's engines cached
+    assert matmul_rate.machine_best("cpu|Y", ["XLA", "torch"])[1] == ["torch"]  # torch was never probed there
+    # a busier moment's lower probe does not replace the best seen
+    again = matmul_rate.record_peak("torch | onednn", rates(1e11), lambda n: "probe e", engine="torch oneDNN",
+                                    device="cpu|X")
+    assert again["flops_per_s"] == 3e11 and again["this_probe_flops_per_s"] == 1e11 and again["probes"] == 2
