@@ -121,15 +121,15 @@ def test_the_headline_peak_is_the_best_engine_cached_for_the_device():
     from common import matmul_rate
 
     rates = lambda f: {1024: {"best": f, "median": f, "repeats": 5}}  # noqa: E731
-    matmul_rate.record_peak("torch | blas", rates(2e11), lambda n: "probe a", engine="torch.matmul", device="cpu|X")
-    matmul_rate.record_peak("torch | onednn", rates(3e11), lambda n: "probe b", engine="torch oneDNN", device="cpu|X")
-    matmul_rate.record_peak("jax | xla", rates(2.5e11), lambda n: "probe c", engine="XLA", device="cpu|X")
-    matmul_rate.record_peak("jax | other", rates(9e11), lambda n: "probe d", engine="XLA", device="cpu|Y")
+    matmul_rate.record_peak("torch | float32 | blas", rates(2e11), lambda n: "probe a", engine="torch.matmul", device="cpu|X")
+    matmul_rate.record_peak("torch | float32 | onednn", rates(3e11), lambda n: "probe b", engine="torch oneDNN", device="cpu|X")
+    matmul_rate.record_peak("jax | float32 | xla", rates(2.5e11), lambda n: "probe c", engine="XLA", device="cpu|X")
+    matmul_rate.record_peak("jax | float32 | other", rates(9e11), lambda n: "probe d", engine="XLA", device="cpu|Y")
     best = machine_peak.headline("cpu|X")
     assert best["flops_per_s"] == 3e11 and best["engine"] == "torch oneDNN" and "torch oneDNN" in best["source"]
     assert matmul_rate.machine_best("cpu|X", ["XLA", "torch"])[1] == []  # every framework's engines cached
     assert matmul_rate.machine_best("cpu|Y", ["XLA", "torch"])[1] == ["torch"]  # torch was never probed there
     # a busier moment's lower probe does not replace the best seen
-    again = matmul_rate.record_peak("torch | onednn", rates(1e11), lambda n: "probe e", engine="torch oneDNN",
+    again = matmul_rate.record_peak("torch | float32 | onednn", rates(1e11), lambda n: "probe e", engine="torch oneDNN",
                                     device="cpu|X")
     assert again["flops_per_s"] == 3e11 and again["this_probe_flops_per_s"] == 1e11 and again["probes"] == 2
