@@ -33,10 +33,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "check_dir", "check_file",
            "check_checkpoint_dir", "remove_stale_temporaries", "save_figure"]
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # common.checkpoint.FILENAME (which imports this module)
-# what a training --out folder holds: its checkpoints and its metrics
-RUN_ENTRIES = {"last", "best", "metrics.csv", "loss.png"}
-# what a checkpoint folder holds
-CHECKPOINT_ENTRIES = {CHECKPOINT_FILE, "tokenizer.json"}
+RUN_SUBDIRS = {"last", "best"}  # a training --out folder's checkpoint folders
 
 
 def _q(path: Path | str) -> str:
@@ -103,16 +100,12 @@ def _listing(entries: list[str]) -> str:
     return shown + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
 
 
-def _leftovers_only(folder: Path, allowed: set[str]) -> bool:
-    """Only our own names and temporary files, and no finished checkpoint: an aborted start."""
+def _leftovers_only(folder: Path, subdirs: set[str] = frozenset()) -> bool:
+    """Only temporary files of an interrupted first save (and ``subdirs`` holding only those)."""
     for entry in folder.iterdir():
-        if entry.name.endswith(".tmp") and entry.name.startswith("."):
+        if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
             continue
-        if entry.name not in allowed:
-            return False
-        if entry.is_dir() and not _leftovers_only(entry, set()):
-            return False
-        if entry.is_file() and entry.name == CHECKPOINT_FILE:
+        if not (entry.is_dir() and entry.name in subdirs and _leftovers_only(entry)):
             return False
     return True
 
@@ -133,7 +126,7 @@ def check_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bool
                             f"choose a new --out folder, or pass --overwrite to start over and replace it")
         _probe(path, _q(path), flag)
         return path
-    if entries and not _leftovers_only(path, RUN_ENTRIES):
+    if entries and not _leftovers_only(path, RUN_SUBDIRS):
         raise UserError(f"{flag} {_q(path)} is a folder that is not a MicroGPT run and is not empty "
                         f"(it holds {_listing(entries)}); choose a new or empty folder")
     _probe(path, _q(path), flag)
@@ -150,7 +143,7 @@ def check_checkpoint_dir(path: str | os.PathLike, overwrite: bool = False, flag:
         if not overwrite:
             raise UserError(f"{flag} {_q(path)} already holds a checkpoint; choose a new folder "
                             f"or pass --overwrite to replace it")
-    elif entries and not _leftovers_only(path, CHECKPOINT_ENTRIES):
+    elif entries and not _leftovers_only(path):
         raise UserError(f"{flag} {_q(path)} is a folder that is not a MicroGPT checkpoint and is not empty "
                         f"(it holds {_listing(entries)}); choose a new or empty folder")
     _probe(path, _q(path), flag)
