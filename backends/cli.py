@@ -6,14 +6,16 @@ Every problem the user can fix ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from backends import BACKENDS
+from common import config as config_mod
 from common.config import PRESETS, parse_overrides
-from common.errors import OneLineParser, UserError, run_command
+from common.errors import OneLineParser, UserError, option_names, reject_unknown_flags, run_command
 
 
-def _add_train(sub) -> None:
+def _add_train(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a text corpus",
                        description="Train a character-level GPT. Any --key=value after the options "
                                    "overrides the preset's config (e.g. --n_layer=2 --max_iters=500).")
@@ -22,7 +24,10 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default=None, help="corpus: a UTF-8 text file, or 'shakespeare' (default)")
     p.add_argument("--out", default="out", help="directory for checkpoints (last/, best/), metrics.csv, loss.png")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an OUT that holds an earlier run, replacing its checkpoints and metrics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
 
 
 def _add_sample(sub) -> None:
@@ -45,12 +50,13 @@ def _add_convert(sub) -> None:
     p.add_argument("--vocab-from", default=None, metavar="TEXT",
                    help="without meta.pkl: the text the model was trained on (its sorted characters)")
     p.add_argument("--out", required=True, help="directory to write the MicroGPT checkpoint into")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="microgpt", description="A character-level GPT in PyTorch and in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    _add_train(sub)
+    parser.train_parser = _add_train(sub)
     _add_sample(sub)
     _add_convert(sub)
     try:
@@ -70,13 +76,16 @@ def run(argv: list[str]) -> int:
     if args.command == "train":
         from backends import trainloop
 
+        reject_unknown_flags(extra, option_names(parser.train_parser),
+                             config_mod.model_keys() + config_mod.train_keys())
         overrides = parse_overrides(extra)
         if args.backend not in BACKENDS:
             raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if args.preset not in PRESETS:
             raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
         result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
-                                 resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
+                                 resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
+                                 overwrite=args.overwrite)
         best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
         print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
               f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
@@ -84,6 +93,7 @@ def run(argv: list[str]) -> int:
     if args.command == "sample":
         from backends import trainloop
 
+        check_sample_args(args)
         for text in trainloop.sample(args.checkpoint, args.backend, args.prompt, args.max_new_tokens,
                                      args.temperature, args.top_k, args.seed, args.device, args.num_samples):
             print(text)
@@ -92,10 +102,23 @@ def run(argv: list[str]) -> int:
     if args.command == "convert":
         from backends import nanogpt_import
 
-        path = nanogpt_import.convert(args.from_nanogpt, args.out, meta=args.meta, vocab_from=args.vocab_from)
+        path = nanogpt_import.convert(args.from_nanogpt, args.out, meta=args.meta, vocab_from=args.vocab_from,
+                                      overwrite=args.overwrite)
         print(f"wrote {path}")
         return 0
     return args.func(args)
+
+
+def check_sample_args(args: argparse.Namespace) -> None:
+    """Every number of ``microgpt sample`` in range, before the checkpoint is read."""
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UserError(f"--temperature must be a finite number >= 0 (0 is greedy), got {args.temperature}")
+    if args.num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from backends import load_backend
-from common.checkpoint import Checkpoint, save_checkpoint
+from common import outputs
+from common.checkpoint import Checkpoint, nonfinite, save_checkpoint
 from common.config import ModelConfig, TrainConfig
 from common.corpus import read_text
 from common.errors import UserError
@@ -36,16 +37,40 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def read_meta(path: str | Path) -> CharTokenizer:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--meta {str(path)!r} is a folder; give nanoGPT's meta.pkl file (or --vocab-from TEXT)")
     try:
-        meta = _PlainUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+        meta = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
     except FileNotFoundError:
         raise UserError(f"no meta.pkl at {str(path)!r}; check the --meta path") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
-        raise UserError(f"{str(path)!r} is not a plain nanoGPT meta.pkl ({exc}); pass --vocab-from TEXT instead") from None
+    except OSError as exc:
+        raise UserError(f"cannot read --meta {str(path)!r} ({exc.strerror}); check the path") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle fails in many ways; every one means refuse
+        raise UserError(f"{str(path)!r} is not a plain nanoGPT meta.pkl ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); pass --vocab-from TEXT instead") from None
     itos = meta.get("itos") if isinstance(meta, dict) else None
-    if not isinstance(itos, dict) or not all(isinstance(c, str) for c in itos.values()):
+    if not isinstance(itos, dict):
         raise UserError(f"{str(path)!r} has no character vocabulary ('itos'); pass --vocab-from TEXT instead")
-    return CharTokenizer([itos[i] for i in range(len(itos))])
+    return CharTokenizer(check_itos(itos, path))
+
+
+def check_itos(itos: dict, path: Path) -> list[str]:
+    """nanoGPT's ``itos``: ids 0..n-1, each one distinct character."""
+    where = f"{str(path)!r}: its vocabulary ('itos')"
+    fix = "pass the meta.pkl nanoGPT wrote for this model, or --vocab-from TEXT"
+    ids = list(itos)
+    if not ids or any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or sorted(ids) != list(range(len(ids))):
+        shown = ", ".join(repr(i) for i in sorted(ids, key=repr)[:5])
+        raise UserError(f"{where} has the ids {shown}{' ...' if len(ids) > 5 else ''}, not 0..{len(ids) - 1}; {fix}")
+    chars = [itos[i] for i in range(len(ids))]
+    bad = next((c for c in chars if not isinstance(c, str) or len(c) != 1), None)
+    if bad is not None:
+        raise UserError(f"{where} maps an id to {bad!r}, not one character; {fix}")
+    if len(set(chars)) != len(chars):
+        dup = next(c for c in chars if chars.count(c) > 1)
+        raise UserError(f"{where} maps two ids to {dup!r}; {fix}")
+    return chars
 
 
 def canonical_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -63,13 +88,18 @@ def canonical_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
-            vocab_from: str | None = None) -> Path:
+            vocab_from: str | None = None, overwrite: bool = False) -> Path:
+    outputs.check_checkpoint_dir(out_dir, overwrite=overwrite)  # before reading anything
     torch_convert = _torch_reader()
     model_args, state, others = torch_convert.read_nanogpt_checkpoint(ckpt_path)
     missing = [k for k in MODEL_ARGS if k not in model_args]
     if missing:
         raise UserError(f"{str(ckpt_path)!r}: model_args lacks {', '.join(missing)}; is it a nanoGPT checkpoint?")
-    model_config = ModelConfig(**{k: model_args[k] for k in MODEL_ARGS})
+    try:
+        model_config = ModelConfig(**{k: model_args[k] for k in MODEL_ARGS})
+    except UserError as exc:  # the config's own words, without its command-line advice
+        raise UserError(f"{str(ckpt_path)!r}: model_args: {str(exc).split('; ')[0]}; "
+                        "is it a checkpoint of nanoGPT's train.py?") from None
     if meta:
         tokenizer = read_meta(meta)
     elif vocab_from:
@@ -87,8 +117,14 @@ def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
         raise UserError(f"{str(ckpt_path)!r} does not match its model_args: " + "; ".join(problems[:8]))
     train_config = TrainConfig(device="auto")
     best = others.get("best_val_loss")
+    best = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) and np.isfinite(best) else None
+    step = others.get("iter_num")
+    step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
+    if nonfinite(weights):
+        raise UserError(f"{str(ckpt_path)!r} holds non-finite weights ({', '.join(nonfinite(weights)[:3])}); "
+                        "import a checkpoint from before the training diverged")
     ckpt = Checkpoint(model_config=model_config, train_config=train_config, tokenizer=tokenizer, weights=weights,
-                      step=int(others.get("iter_num", 0) or 0), best_val_loss=None if best is None else float(best),
+                      step=step, best_val_loss=best,
                       backend="nanogpt", extra={"imported_from": str(Path(ckpt_path).resolve())})
     return save_checkpoint(out_dir, ckpt)
 

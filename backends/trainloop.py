@@ -9,6 +9,7 @@ exits, and at the end the metrics as CSV and the loss curves as a PNG.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import signal
 import time
@@ -21,13 +22,15 @@ import numpy as np
 from backends import BACKENDS, load_backend, process
 from common import config as config_mod
 from common.batches import BatchSampler
-from common.checkpoint import Checkpoint, FILENAME, load_checkpoint, save_checkpoint
+from common import outputs
+from common.checkpoint import Checkpoint, FILENAME, TOKENIZER_FILENAME, load_checkpoint, nonfinite, save_checkpoint
 from common.corpus import load_corpus, read_text, resolve_corpus
 from common.errors import UserError
 from common.schedule import get_lr
 from common.tokenizer import CharTokenizer
 
 LAST, BEST = "last", "best"
+METRICS_FILES = ("metrics.csv", "loss.png")
 EVAL_SEED_OFFSET = 1  # evaluation batches come from their own generator: seed + 1
 METRICS_FIELDS = ("iter", "lr", "loss", "train_loss", "val_loss", "ms_per_iter", "tokens_per_s")
 
@@ -58,10 +61,11 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None, out_dir: str | Path,
-          resume: bool = False, progress: bool = True) -> RunResult:
+          resume: bool = False, progress: bool = True, overwrite: bool = False) -> RunResult:
     out_dir = Path(out_dir)
     resumed: Checkpoint | None = None
     if resume:
+        outputs.check_run_dir(out_dir, resume=True, overwrite=overwrite)
         if not (out_dir / LAST / FILENAME).is_file():
             raise UserError(f"--resume: there is no checkpoint in {str(out_dir / LAST)!r}; train without --resume first")
         resumed = load_checkpoint(out_dir / LAST)
@@ -83,6 +87,10 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
         model_config, train_config = config_mod.build_configs(preset, overrides, vocab_size=tokenizer.vocab_size)
     corpus = load_corpus(corpus_path, tokenizer)
     corpus.check_block_size(model_config.block_size)
+    outputs.check_run_dir(out_dir, resume=resume, overwrite=overwrite)  # before any work: never a late traceback
+    for folder, names in ((out_dir, METRICS_FILES), (out_dir / LAST, (FILENAME, TOKENIZER_FILENAME)),
+                          (out_dir / BEST, (FILENAME, TOKENIZER_FILENAME))):
+        outputs.remove_stale_temporaries(folder, names)  # left by a kill inside an atomic write
 
     module = load_backend(backend)
     with process.settings(module, train_config, host_memory=True):
@@ -122,6 +130,27 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
             backend=backend, extra={"data": str(corpus_path.resolve()), "history": history},
         )
 
+    saved = {"step": resumed.step if resumed is not None else None}
+
+    def diverged(what: str, step: int) -> TrainingDiverged:
+        kept = (f"the last good checkpoint (step {saved['step']}) in {str(out_dir / LAST)!r} is kept"
+                if saved["step"] is not None else "no checkpoint was written")
+        fix = "lower --learning_rate" + (" or set --grad_clip=1.0" if train_config.grad_clip == 0 else "")
+        return TrainingDiverged(f"{what} at step {step}; training stopped and {kept}; {fix}")
+
+    def save(step: int, best: bool, losses: dict[str, float] | None = None) -> None:
+        """Never a checkpoint whose loss or weights are not finite."""
+        ckpt = checkpoint(step)
+        if losses is not None and not all(math.isfinite(v) for v in losses.values()):
+            raise diverged(f"the estimated loss became {', '.join(f'{k} {v}' for k, v in losses.items())}", step)
+        bad = nonfinite(ckpt.weights)
+        if bad:
+            raise diverged(f"the weights became non-finite ({', '.join(bad[:2])})", step)
+        save_checkpoint(out_dir / LAST, ckpt)
+        if best:
+            save_checkpoint(out_dir / BEST, ckpt)
+        saved["step"] = step
+
     stop = {"requested": False}
 
     def on_sigint(signum, frame):
@@ -144,12 +173,9 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
                                     "ms_per_iter": None, "tokens_per_s": None})
                     bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     improved = best_val is None or losses["val"] < best_val
-                    if improved:
+                    if improved and math.isfinite(losses["val"]):
                         best_val = losses["val"]
-                    ckpt = checkpoint(it)
-                    save_checkpoint(out_dir / LAST, ckpt)
-                    if improved:
-                        save_checkpoint(out_dir / BEST, ckpt)
+                    save(it, improved, losses)
             if it >= train_config.max_iters or stop["requested"]:
                 break
             x, y = sampler.get_batch("train")
@@ -158,10 +184,7 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
             loss = float(trainer.step(x, y))  # the host read waits for the step to finish
             dt = time.perf_counter() - t0
             if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss} at step {it}; training stopped and the last good checkpoint "
-                    f"in {str(out_dir / LAST)!r} is kept. Lower --learning_rate or set --grad_clip=1.0"
-                )
+                raise diverged(f"the loss became {loss}", it)
             it += 1
             history.append({"iter": it, "lr": lr, "loss": loss, "train_loss": None, "val_loss": None,
                             "ms_per_iter": dt * 1e3, "tokens_per_s": tokens_per_iter / dt})
@@ -169,7 +192,7 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ms=f"{dt * 1e3:.1f}", tok_s=f"{tokens_per_iter / dt:,.0f}",
                             refresh=False)
         if stop["requested"] and it < train_config.max_iters:
-            save_checkpoint(out_dir / LAST, checkpoint(it))
+            save(it, best=False)
             bar.write(f"interrupted at step {it}: checkpoint saved to {out_dir / LAST}; continue with --resume")
     finally:
         bar.close()
@@ -183,11 +206,13 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
 def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     """``metrics.csv`` (one row per step and per evaluation) and ``loss.png`` (train and val)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS_FIELDS})
+    outputs.remove_stale_temporaries(out_dir, METRICS_FILES)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=METRICS_FIELDS)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS_FIELDS})
+    outputs.atomic_write_text(out_dir / "metrics.csv", buf.getvalue())  # whole files only, even after a kill
     plot_losses(out_dir / "loss.png", history)
 
 
@@ -210,7 +235,7 @@ def plot_losses(path: Path, history: list[dict[str, Any]]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    outputs.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -226,12 +251,17 @@ def sample(checkpoint_path: str | Path, backend: str | None, prompt: str, max_ne
     ckpt = load_checkpoint(find_checkpoint(checkpoint_path))
     if max_new_tokens < 0:
         raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
+    if not math.isfinite(temperature) or temperature < 0:
         raise UserError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
+    if num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {num_samples}")
     if top_k is not None and top_k <= 0:
         raise UserError(f"--top-k must be >= 1, got {top_k}")
     if not prompt:
         raise UserError("--prompt is empty; give at least one character (the default is a newline)")
+    if prompt == "\n" and "\n" not in ckpt.tokenizer.stoi:
+        raise UserError("this model's vocabulary has no newline, the default prompt; pass --prompt with characters "
+                        f"it was trained on, e.g. --prompt {ckpt.tokenizer.chars[0]!r}")
     ids = ckpt.tokenizer.encode(prompt)
     if backend is None:  # by default, the backend that wrote the checkpoint
         backend = ckpt.backend if ckpt.backend in BACKENDS else "torch"

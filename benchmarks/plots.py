@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from common.outputs import save_figure
+
 COLORS = {"torch": "#ee4c2c", "jax": "#5e97f6"}
 
 
@@ -39,6 +41,12 @@ def _series(report: dict[str, Any], backend: str):
         out.append((x, s["median"] * 1e3, s["p10"] * 1e3, s["p90"] * 1e3,
                     tpi / s["median"], tpi / s["p90"], tpi / s["p10"]))
     return out
+
+
+def plot_names(sweep_key: str | None, profile: bool) -> list[str]:
+    """The files ``write_plots`` may write (``categories.png`` only with a profile)."""
+    names = [f"{what}_vs_{sweep_key}.png" if sweep_key else f"{what}.png" for what in ("step_time", "tokens_per_s")]
+    return names + (["categories.png"] if profile else [])
 
 
 def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
@@ -92,7 +100,7 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         name = f"{what}_vs_{sweep['key']}.png" if sweep else f"{what}.png"
-        fig.savefig(out / name)
+        save_figure(fig, out / name)
         plt.close(fig)
         paths.append(str(out / name))
     by_lane = {r.get("lane", r["backend"]): r["profile"]["categories"] for r in report["runs"]
@@ -125,6 +133,6 @@ def write_categories(by_lane: dict[str, dict], path: Path, title: str) -> str:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)

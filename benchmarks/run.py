@@ -24,7 +24,8 @@ from benchmarks import machine_peak, sysinfo, variants
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
 from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
-from common.errors import OneLineParser, UserError, run_command
+from common import outputs
+from common.errors import OneLineParser, UserError, option_names, reject_unknown_flags, run_command
 
 PROG = "python -m benchmarks.run"
 BACKEND_CHOICES = ("torch", "jax", "all")
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "arguments override the preset's config (e.g. --n_layer=2).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--task", default="train", choices=("train", "sample"),
+                   help="what to time: train (one training step) or sample (text generation, tokens/s)")
     p.add_argument("--backend", default="all", help="framework to time: torch, jax, or all (both, interleaved)")
     p.add_argument("--preset", default="baby", help=f"model and batch shape: {presets}")
     p.add_argument("--device", default="auto",
@@ -88,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-peak", action="store_true",
                    help="measure the device's float32 matmul peak again instead of using the cached figure")
     p.add_argument("--seed", type=int, default=1337, help="seed of the batch sampler")
+    p.add_argument("--sample-tokens", type=int, default=None,
+                   help="--task sample: new tokens per generate call (default 1000)")
+    p.add_argument("--num-samples", type=int, default=None, help="--task sample: rows generated at once (default 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files that --json, --csv, --plot or --profile would write if they exist")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-run lines (the bar is also off when stdout is not a terminal)")
     return p
@@ -176,6 +184,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     config_mod.build_configs(args.preset, overrides)  # a bad config fails here, before the corpus
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
     lanes = variants.lanes(backends, bool(args.compile), args.compile_mode, args.xla_variant)
+    check_outputs(args, sweep[0] if sweep else None, lanes)  # before any worker: never a late traceback
     data = resolve_data(args.data, args.quiet)
     values = sweep[1] if sweep else [None]
     groups = []
@@ -222,6 +231,26 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
     }
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
+
+
+def check_outputs(args: argparse.Namespace, sweep_key: str | None = None, lanes=()) -> None:
+    """Every file and folder this run will write: writable, and nothing replaced without --overwrite."""
+    from benchmarks import plots
+
+    files = [(flag, path) for flag, path in (("--json", args.json), ("--csv", args.csv)) if path]
+    for flag, path in files:
+        outputs.check_file(path, flag, args.overwrite)
+    if len(files) == 2 and Path(files[0][1]).resolve() == Path(files[1][1]).resolve():
+        raise UserError("--json and --csv name the same file; give each its own path")
+    if args.plot:
+        outputs.check_files_in(args.plot, plots.plot_names(sweep_key, bool(args.profile)), "--plot", args.overwrite)
+    if args.profile:
+        folder = outputs.check_dir(args.profile, "--profile")
+        used = [ln.name.replace(" ", "-") for ln in lanes]
+        taken = sorted(n for n in used if (folder / n).is_dir() and any((folder / n).iterdir()))
+        if taken and not args.overwrite:
+            raise UserError(f"--profile {str(folder)!r} already holds traces in {', '.join(taken)}; choose another "
+                            "folder or pass --overwrite to add new traces beside them")
 
 
 def worker_env(xla_flags: str = "") -> dict[str, str]:
@@ -314,6 +343,14 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
 def run(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    reject_unknown_flags(extra, option_names(parser), config_mod.model_keys() + config_mod.train_keys())
+    if args.task == "sample":
+        from benchmarks import sampling
+
+        return sampling.run_task(args, extra, argv)
+    for flag in ("sample_tokens", "num_samples"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} is for --task sample; drop it or add --task sample")
     planned = plan(args, extra)
     specs = planned["specs"]
     runs: list[dict[str, Any]] = []
@@ -333,17 +370,20 @@ def run(argv: list[str]) -> int:
             print(f"[{i + 1}/{len(specs)}] {item['spec']['label']}: {describe(entry)}", file=sys.stderr, flush=True)
     report = build_report(argv, planned, runs)
     sys.stdout.write(report_mod.format_report(report))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-    if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.csv).write_text(report_mod.to_csv(report))
+    write_outputs(args, report, report_mod.to_csv)
     if args.plot:
         from benchmarks import plots
 
         plots.write_plots(report, args.plot)
     return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+def write_outputs(args: argparse.Namespace, report: dict[str, Any], to_csv) -> None:
+    """--json and --csv, each written whole (atomically) or not at all."""
+    if args.json:
+        outputs.atomic_write_text(Path(args.json), json.dumps(report, indent=1, allow_nan=False) + "\n")
+    if args.csv:
+        outputs.atomic_write_text(Path(args.csv), to_csv(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -264,7 +264,12 @@ def main() -> int:
     sys.stdout = os.fdopen(os.dup(2), "w", buffering=1)
     try:
         spec = json.loads(sys.stdin.read())
-        result = engine_peaks(spec) if spec.get("task") == "engine_peaks" else run(spec)
+        if spec.get("task") == "sample":  # python -m benchmarks.run --task sample
+            from benchmarks import sampling
+
+            result = sampling.run(spec)
+        else:
+            result = engine_peaks(spec) if spec.get("task") == "engine_peaks" else run(spec)
     except UserError as exc:
         result = {"status": "user_error", "error": str(exc)}
     except KeyboardInterrupt:

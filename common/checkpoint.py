@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from common import checkpoint_meta
 from common import config as config_mod
 from common.config import ModelConfig, TrainConfig
 from common.corpus import _fsync_dir, atomic_write_bytes
 from common.errors import UserError
+from common.outputs import remove_stale_temporaries
 from common.params import check_weights, param_layout
 from common.tokenizer import CharTokenizer
 
@@ -64,6 +66,9 @@ def save_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint) -> Path:
     problems = check_weights(ckpt.model_config, ckpt.weights)
     if problems:
         raise ValueError("refusing to save inconsistent weights: " + "; ".join(problems))
+    bad = nonfinite(ckpt.weights)
+    if bad:  # a diverged model is never written over a good checkpoint (the training loop says so first)
+        raise ValueError(f"refusing to save non-finite weights ({', '.join(bad[:3])})")
     tensors: dict[str, np.ndarray] = {}
     for name, value in ckpt.weights.items():
         tensors[f"param/{name}"] = np.ascontiguousarray(value)
@@ -86,6 +91,7 @@ def save_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint) -> Path:
     blob = save(tensors, metadata={"microgpt": json.dumps(meta)})
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory, (FILENAME, TOKENIZER_FILENAME))  # left by a kill inside a save
     path = directory / FILENAME
     atomic_write_bytes(path, blob)
     atomic_write_bytes(directory / TOKENIZER_FILENAME,
@@ -113,18 +119,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"checkpoint {str(file)!r} is damaged or truncated ({type(exc).__name__}); "
             "restore it or train again"
         ) from None
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserError(
-            f"checkpoint {str(file)!r} has format version {version}, this MicroGPT reads version "
-            f"{FORMAT_VERSION}; use a matching MicroGPT release or retrain"
-        )
     try:
-        model_config = config_mod.from_dict(ModelConfig, meta["model_config"])
-        train_config = config_mod.from_dict(TrainConfig, meta["train_config"])
-        tokenizer = CharTokenizer.from_json(meta["tokenizer"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"checkpoint {str(file)!r} has unreadable metadata ({exc}); restore it or train again") from None
+        version = checkpoint_meta.check_version(meta, FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise UserError(
+                f"checkpoint {str(file)!r} has format version {version}, newer than the version {FORMAT_VERSION} "
+                "this MicroGPT reads; upgrade MicroGPT to read it"
+            )
+        fields = checkpoint_meta.parse(meta)
+    except checkpoint_meta.MetadataError as exc:
+        raise UserError(f"checkpoint {str(file)!r} has damaged metadata: {exc}; restore it or train again") from None
+    model_config, tokenizer = fields["model_config"], fields["tokenizer"]
     weights = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
     optimizer = {k[len("optim/"):]: v for k, v in tensors.items() if k.startswith("optim/")} or None
     if optimizer and "step" in optimizer and optimizer["step"].shape == (1,):
@@ -137,12 +142,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         problems.append(f"tokenizer has {tokenizer.vocab_size} characters, model vocab_size is {model_config.vocab_size}")
     if problems:
         raise UserError(f"checkpoint {str(file)!r} does not match its config: " + "; ".join(problems))
-    return Checkpoint(
-        model_config=model_config, train_config=train_config, tokenizer=tokenizer, weights=weights,
-        optimizer=optimizer, step=int(meta.get("step", 0)), best_val_loss=meta.get("best_val_loss"),
-        sampler_state=meta.get("sampler_state"), rng=rng, backend=meta.get("backend", "unknown"),
-        extra=meta.get("extra") or {},
-    )
+    bad = nonfinite(weights)
+    if bad:
+        raise UserError(f"checkpoint {str(file)!r} holds non-finite weights ({', '.join(bad[:3])}), written after "
+                        "training diverged; use an earlier checkpoint or train again")
+    return Checkpoint(weights=weights, optimizer=optimizer, rng=rng, **fields)
+
+
+def nonfinite(weights: dict[str, np.ndarray]) -> list[str]:
+    """The names of the tensors holding a NaN or an infinity."""
+    return sorted(name for name, value in weights.items() if not np.all(np.isfinite(value)))
 
 
 def check_optimizer_state(cfg: ModelConfig, state: dict[str, np.ndarray]) -> list[str]:

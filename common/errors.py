@@ -26,6 +26,23 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+def option_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The long options ``parser`` knows (without --help)."""
+    return sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help")
+
+
+def reject_unknown_flags(extra: list[str], options: list[str], keys: list[str]) -> None:
+    """``extra`` is what argparse left for ``--key=value`` config overrides: a ``--name`` that is
+    neither an option nor a config key is unknown, and the message lists both."""
+    known = set(keys)
+    for arg in extra:
+        if arg.startswith("--") and len(arg) > 2:
+            name = arg[2:].split("=", 1)[0]
+            if name.replace("-", "_") not in known:
+                raise UserError(f"unknown option --{name}; the options are {', '.join(options)}; "
+                                f"valid keys for --key=value: {', '.join(sorted(known))}")
+
+
 def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
     """``run(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and its code."""
     try:

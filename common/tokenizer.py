@@ -44,9 +44,13 @@ class CharTokenizer:
 
     @classmethod
     def from_json(cls, data: dict) -> "CharTokenizer":
-        if data.get("type") != "char" or not isinstance(data.get("chars"), list):
+        if not isinstance(data, dict) or data.get("type") != "char" or not isinstance(data.get("chars"), list):
             raise UserError("tokenizer metadata is not a character vocabulary; the checkpoint is damaged")
-        return cls(data["chars"])
+        try:
+            return cls(data["chars"])
+        except (ValueError, TypeError):
+            raise UserError("tokenizer metadata is not a list of distinct single characters; "
+                            "the checkpoint is damaged") from None
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")

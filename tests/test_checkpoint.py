@@ -21,7 +21,7 @@ def _ckpt(step=3, seed=0, n_embd=8):
         opt[f"exp_avg_sq/{s.name}"] = np.full(s.shape, 0.25, np.float32)
     return Checkpoint(model_config=cfg, train_config=TrainConfig(max_iters=10, lr_decay_iters=10, warmup_iters=1),
                       tokenizer=CharTokenizer(list("abcde")), weights=w, optimizer=opt, step=step,
-                      best_val_loss=1.5, sampler_state={"x": 1}, rng={"torch": np.arange(4, dtype=np.uint8)},
+                      best_val_loss=1.5, sampler_state=np.random.PCG64(7).state, rng={"torch": np.arange(4, dtype=np.uint8)},
                       backend="torch", extra={"history": [{"iter": 0}]})
 
 
@@ -33,7 +33,7 @@ def test_round_trip(tmp_path):
     assert d.tokenizer.chars == c.tokenizer.chars and d.step == 3 and d.best_val_loss == 1.5
     assert all(np.array_equal(d.weights[k], v) for k, v in c.weights.items())
     assert int(d.optimizer["step"]) == 3 and d.optimizer["step"].shape == ()
-    assert np.array_equal(d.rng["torch"], np.arange(4)) and d.sampler_state == {"x": 1}
+    assert np.array_equal(d.rng["torch"], np.arange(4)) and d.sampler_state == np.random.PCG64(7).state
     assert json.loads((tmp_path / "c" / "tokenizer.json").read_text())["chars"] == list("abcde")
 
 

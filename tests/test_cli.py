@@ -151,7 +151,7 @@ def test_bad_train_input(case, tmp_path, capsys, trained, shakespeare_path):
 def test_cuda_without_gpu(tmp_path, capsys, trained, shakespeare_path):
     before = snapshot(trained)
     code, _, err = run(capsys, "train", "--preset", "tiny", "--no-progress", "--data", shakespeare_path,
-                       "--out", trained, "--device", "cuda")
+                       "--out", trained, "--overwrite", "--device", "cuda")
     assert code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
     assert snapshot(trained) == before
 
