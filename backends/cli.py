@@ -1,4 +1,5 @@
-"""The ``microgpt`` command: train, sample, convert (and parity, see backends/parity.py).
+"""The ``microgpt`` command: train, sample, convert (and eval, see backends/evaluate.py; parity,
+see backends/parity/).
 
 Every problem the user can fix ends in one line on stderr and exit status 2.
 """
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sample(sub)
     _add_convert(sub)
+    from backends.evaluate import add_parser as add_eval  # microgpt eval (framework-free at import)
+
+    add_eval(sub)
     try:
         from backends.parity.cli import add_parser as add_parity
     except ImportError:  # the parity suite ships with the package; tolerate partial checkouts
