@@ -82,6 +82,8 @@ def run(argv: list[str]) -> int:
         result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
                                  resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
         best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+        if result.exact_val_loss is not None:  # backends/evaluate.py
+            best += f" (estimate_loss); exact val loss of best/ {result.exact_val_loss.loss:.4f}"
         print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
               f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
         return 130 if result.interrupted else 0

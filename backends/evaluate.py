@@ -129,3 +129,17 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"cannot write {args.json!r} ({exc.strerror}); choose another --json path") from None
     return 0
+
+
+def record_best(module, best_dir: Path, tokens, progress: bool = False) -> ExactLoss:
+    """At the end of ``microgpt train``: the exact val loss of the best checkpoint, computed by
+    :func:`exact_loss` and written into that checkpoint's metadata (``extra["exact_val_loss"]``)."""
+    from common.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(best_dir)
+    train_config = replace(ckpt.train_config, dtype=eval_dtype(ckpt.train_config.dtype), compile=False)
+    trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
+    loss = exact_loss(trainer, tokens, progress=progress, desc="exact val loss")
+    ckpt.extra["exact_val_loss"] = loss.to_dict() | {"dtype": trainer.dtype}
+    save_checkpoint(best_dir, ckpt)
+    return loss

@@ -126,3 +126,22 @@ def test_bad_input_is_one_line_and_exit_2(case, setup, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("microgpt: error:"), err
     if case == "foreign characters":
         assert "'X'" in err and "tokenizer" in err
+
+
+def test_train_records_the_exact_val_loss_of_best(tmp_path, small_corpus, capsys):
+    """``microgpt train`` ends with the best checkpoint's exact val loss: printed, in best/'s
+    metadata and as the last row of metrics.csv, and equal to what ``microgpt eval`` computes."""
+    import csv
+
+    from common.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "torch", "--preset", "tiny", "--data", str(small_corpus), "--out", str(out),
+                 "--no-progress", "--device=cpu"]) == 0
+    assert "exact val loss of best/" in capsys.readouterr().out
+    recorded = load_checkpoint(out / "best").extra["exact_val_loss"]
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert rows[-1]["exact_val_loss"] and all(not r["exact_val_loss"] for r in rows[:-1])
+    assert float(rows[-1]["exact_val_loss"]) == pytest.approx(recorded["loss"], abs=1e-12)
+    assert main(["eval", "--checkpoint", str(out), "--device", "cpu", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["splits"]["val"]["loss"] == pytest.approx(recorded["loss"], abs=1e-9)
