@@ -1,4 +1,5 @@
-"""The ``microgpt`` command: train, sample, convert (and parity, see backends/parity.py).
+"""The ``microgpt`` command: train, sample, convert (and eval, see backends/evaluate.py; parity,
+see backends/parity/).
 
 Every problem the user can fix ends in one line on stderr and exit status 2.
 """
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.train_parser = _add_train(sub)
     _add_sample(sub)
     _add_convert(sub)
+    from backends.evaluate import add_parser as add_eval  # microgpt eval (framework-free at import)
+
+    add_eval(sub)
     try:
         from backends.parity.cli import add_parser as add_parity
     except ImportError:  # the parity suite ships with the package; tolerate partial checkouts
@@ -87,6 +91,8 @@ def run(argv: list[str]) -> int:
                                  resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                                  overwrite=args.overwrite)
         best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+        if result.exact_val_loss is not None:  # backends/evaluate.py
+            best += f" (estimate_loss); exact val loss of best/ {result.exact_val_loss.loss:.4f}"
         print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
               f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
         return 130 if result.interrupted else 0

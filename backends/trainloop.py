@@ -32,7 +32,8 @@ from common.tokenizer import CharTokenizer
 LAST, BEST = "last", "best"
 METRICS_FILES = ("metrics.csv", "loss.png")
 EVAL_SEED_OFFSET = 1  # evaluation batches come from their own generator: seed + 1
-METRICS_FIELDS = ("iter", "lr", "loss", "train_loss", "val_loss", "ms_per_iter", "tokens_per_s")
+METRICS_FIELDS = ("iter", "lr", "loss", "train_loss", "val_loss", "ms_per_iter", "tokens_per_s",
+                  "exact_val_loss")  # the last: one final row, the best checkpoint's (backends/evaluate.py)
 
 
 class TrainingDiverged(UserError):
@@ -47,6 +48,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    exact_val_loss: Any = None  # common.exact_loss.ExactLoss of OUT/best/, when the run finished
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -198,13 +200,19 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
     seconds = time.perf_counter() - start
-    write_metrics(out_dir, history)
+    exact = None
+    if not stop["requested"] and (out_dir / BEST / FILENAME).is_file():
+        from backends.evaluate import record_best
+
+        exact = record_best(module, out_dir / BEST, corpus.val, progress)
+    write_metrics(out_dir, history, exact)
     return RunResult(out_dir=out_dir, step=it, best_val_loss=best_val, history=history,
-                     interrupted=stop["requested"], seconds=seconds)
+                     interrupted=stop["requested"], seconds=seconds, exact_val_loss=exact)
 
 
-def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """``metrics.csv`` (one row per step and per evaluation) and ``loss.png`` (train and val)."""
+def write_metrics(out_dir: Path, history: list[dict[str, Any]], exact=None) -> None:
+    """``metrics.csv`` (one row per step and per evaluation, and a last row with the best checkpoint's
+    exact val loss) and ``loss.png`` (train and val)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs.remove_stale_temporaries(out_dir, METRICS_FILES)
     buf = io.StringIO(newline="")
@@ -212,6 +220,8 @@ def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS_FIELDS})
+    if exact is not None:
+        writer.writerow({k: "" for k in METRICS_FIELDS} | {"exact_val_loss": exact.loss})
     outputs.atomic_write_text(out_dir / "metrics.csv", buf.getvalue())  # whole files only, even after a kill
     plot_losses(out_dir / "loss.png", history)
 

@@ -172,7 +172,9 @@ def test_cli_float32_prints_the_table_writes_json_and_exits_0(tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--dtype", "float16"], "unknown parity dtype 'float16'"),
-    (["--dtype", "bfloat16"], "out of scope"),
+    (["--dtype", "bfloat16", "--against", "backend"], "bfloat16 is compared against float64"),
+    (["--dtype", "float64", "--against", "float64"], "--against float64 checks bfloat16 or float32"),
+    (["--dtype", "bfloat16", "--checks", "forward"], "leave it out with --against float64"),
     (["--checks", "forward,bogus"], "unknown check(s) bogus"),
     (["--steps", "0"], "--steps must be >= 1"),
     (["--seed", "x"], "invalid int value"),

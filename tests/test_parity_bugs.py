@@ -7,6 +7,10 @@ parity into the JAX backend, by patching an attribute of the project's own modul
 float64 suite, and asserts that it fails and names the right quantity, while the quantities
 the bug cannot touch still pass. Only the checks a bug can reach are run, to keep the suite
 fast; the clean suite, which runs them all, is in ``test_parity.py``.
+
+The last tests do the same for the bfloat16 check against float64 (``backends/parity/reference.py``):
+a JAX backend computing a LayerNorm or the loss in bfloat16, where torch computes them in float32,
+must fail it. They patch the model's own ``layer_norm``, ``softmax`` and ``cross_entropy``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("torch")
 nnx = pytest.importorskip("flax.nnx")
 import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 
 from backends import load_backend  # noqa: E402
 from backends.cli import main  # noqa: E402
@@ -277,3 +282,88 @@ def test_untied_head_through_the_cli(untied_head, tmp_path, capsys):
     assert not report["passed"]
     assert rows["logits"]["passed"]  # a copied head gives the same logits at the start...
     assert not rows["grads"]["passed"] and rows["grads"]["worst"] == "transformer.wte.weight"  # ...not the same gradient
+
+
+# -- bfloat16 against float64 ---------------------------------------------------------------
+
+REFERENCE_STEPS = 5
+_REUSE = {"keep": {"float64", "torch"}}  # the float64 truth and torch's bfloat16 side, computed once
+
+
+@pytest.fixture
+def all_programs():
+    """A bug in a function traced inside the Trainer's own jitted step: JAX's compilation caches
+    are cleared before and after (``jax.clear_caches``), so that it is traced, then forgotten."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+def bf16_reference():
+    from backends.parity.reference import run_reference
+
+    report = run_reference("bfloat16", "tiny", 0, steps=REFERENCE_STEPS, device="cpu", reuse=_REUSE)
+    print(report.format_table())
+    return report
+
+
+def test_bf16_against_float64_passes_clean(all_programs):
+    report = bf16_reference()
+    assert report.passed, report.failed_quantities()
+    assert len(report.rows) == 15
+
+
+class BF16LayerNorm(nnx.LayerNorm):
+    """A LayerNorm computed in bfloat16: its input, statistics and output (Flax's own ``dtype=``
+    would keep the statistics in float32)."""
+
+    def __call__(self, x):
+        bf16 = jnp.bfloat16
+        x = x.astype(bf16)
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + jnp.asarray(self.epsilon, bf16)) * self.scale[...].astype(bf16)
+        return y if self.bias is None else y + self.bias[...].astype(bf16)
+
+
+@pytest.fixture
+def bf16_layernorm(monkeypatch, all_programs):
+    monkeypatch.setattr(jax_model, "layer_norm", lambda config, *, rngs: BF16LayerNorm(
+        config.n_embd, epsilon=1e-5, use_bias=config.bias, use_fast_variance=False, rngs=rngs))
+
+
+@pytest.fixture
+def bf16_loss(monkeypatch, all_programs):
+    def cross_entropy(logits, targets):
+        logits = logits.astype(jnp.bfloat16)
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).mean()
+
+    monkeypatch.setattr(jax_model, "cross_entropy", cross_entropy)
+
+
+@pytest.fixture
+def bf16_softmax(monkeypatch, all_programs):
+    monkeypatch.setattr(jax_model, "softmax", lambda att: jax.nn.softmax(att, axis=-1))
+
+
+def test_bf16_layernorm_in_bfloat16_fails(bf16_layernorm):
+    report = bf16_reference()
+    assert_fails(report, "grads: jax/torch error ratio")
+    assert "ln" in report.row("grads: jax/torch error ratio").worst  # a LayerNorm's own parameters
+    assert_passes(report, "loss: jax vs float64", "loss: jax/torch error ratio")
+
+
+def test_bf16_loss_in_bfloat16_fails(bf16_loss):
+    report = bf16_reference()
+    assert_fails(report, "loss: jax vs float64", "loss: jax/torch error ratio",
+                 f"{REFERENCE_STEPS}-step loss curve: jax/torch error ratio")
+    assert_passes(report, "logits: jax vs float64", "logits: jax/torch error ratio")
+
+
+@pytest.mark.xfail(strict=True, reason="measured on XLA:CPU at tiny: a bfloat16 softmax moves no error by more than "
+                                        "~1.3x (near-uniform attention at init; XLA computes bfloat16 elementwise "
+                                        "ops in float32 and rounds each), below the 3x ratio; see backends/parity/README.md")
+def test_bf16_softmax_in_bfloat16_fails(bf16_softmax):
+    report = bf16_reference()
+    assert not report.passed

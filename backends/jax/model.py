@@ -71,6 +71,21 @@ def layer_norm(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
                          scale_init=ones, bias_init=zeros, rngs=rngs)
 
 
+def softmax(att: jax.Array) -> jax.Array:
+    """The attention weights over the last axis, computed in float32 at least: under bfloat16
+    compute the scores come out of a bfloat16 matmul; the next matmul takes the weights in bfloat16.
+    [torch≠jax] torch's autocast casts them back for that matmul; here the cast is explicit."""
+    return jax.nn.softmax(att.astype(jnp.promote_types(att.dtype, jnp.float32)), axis=-1).astype(att.dtype)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """The mean loss over every position, in float32 at least (bfloat16 logits are upcast first,
+    as torch's autocast does for cross_entropy)."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).mean()
+
+
 class CausalSelfAttention(nnx.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
         # [torch≠jax] no super().__init__(); layers take explicit RNG streams (rngs) to draw their init from
@@ -113,7 +128,7 @@ class CausalSelfAttention(nnx.Module):
             q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, nh, T, hs)
             att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(k.shape[-1]))  # (B, nh, T, T)
             att = jnp.where(causal_mask(T), att, -jnp.inf)  # position t sees 0..t
-            att = jax.nn.softmax(att, axis=-1)
+            att = softmax(att)  # float32 at least
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
             y = y.transpose(0, 2, 1, 3)  # (B, T, nh, hs)
@@ -179,8 +194,5 @@ class GPT(nnx.Module):
         logits = self.transformer.wte.attend(x)  # (B, T, vocab_size): x @ wte.T, the tied LM head
         if targets is None:
             return logits, None
-        # under bfloat16 compute, the loss is taken in float32 (as torch's autocast does)
-        logits32 = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-        loss = optax.softmax_cross_entropy_with_integer_labels(
-            logits32.reshape(-1, logits.shape[-1]), targets.reshape(-1)).mean()
+        loss = cross_entropy(logits, targets)  # float32 at least
         return logits, loss

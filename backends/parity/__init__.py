@@ -43,7 +43,7 @@ def make_configs(preset: str, dtype: str, seed: int, model_overrides: dict | Non
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if dtype not in PARITY_DTYPES:
-        hint = (" (bfloat16 is out of scope: the frameworks round in different places, see backends/parity/README.md)"
+        hint = (" (bfloat16 is compared against float64, not backend against backend: drop --against backend)"
                 if dtype == "bfloat16" else "")
         raise UserError(f"unknown parity dtype {dtype!r}{hint}; choose one of: {', '.join(PARITY_DTYPES)}")
     overrides = dict(model_overrides or {})
@@ -68,8 +68,22 @@ def run_parity(dtype: str = "float64", preset: str = "tiny", seed: int = 0, *, s
                checks: Iterable[str] | None = None, reference: str = "torch", candidate: str = "jax",
                model_overrides: dict | None = None, train_overrides: dict | None = None,
                batch_size: int | None = None, seq_len: int | None = None, device: str = "auto",
-               attention: str = "fused") -> ParityReport:
-    """Run the suite (or the ``checks`` named, in :data:`CHECKS`) and return its report."""
+               attention: str = "fused", against: str | None = None) -> ParityReport:
+    """Run the suite (or the ``checks`` named, in :data:`CHECKS`) and return its report.
+
+    ``against="float64"`` (the default, and the only choice, for bfloat16) compares each backend at
+    ``dtype`` with a float64 torch computation instead (``backends/parity/reference.py``)."""
+    against = against or ("float64" if dtype == "bfloat16" else "backend")
+    if against not in ("backend", "float64"):
+        raise UserError(f"unknown --against {against!r}; choose backend (one backend against the other) or float64")
+    if against == "float64":
+        from backends.parity.reference import run_reference
+
+        if checks is not None:
+            raise UserError("--checks selects checks of the backend-against-backend suite; leave it out with "
+                            "--against float64")
+        return run_reference(dtype, preset, seed, steps=steps, backends=(reference, candidate), device=device,
+                             attention=attention, model_overrides=model_overrides, train_overrides=train_overrides)
     checks = list(CHECKS if checks is None else checks)
     if not checks:
         raise UserError(f"no check was named; choose from: {', '.join(CHECKS)} (or leave --checks out for all)")

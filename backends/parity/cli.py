@@ -21,7 +21,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "gradients, an AdamW step, a training run, the lr schedule, estimate_loss, generation, "
                     "checkpoint cross-loading, every submodule and the native initialisation. Prints a table and "
                     "exits 1 if any quantity is out of tolerance.")
-    p.add_argument("--dtype", default="float64", help=f"{' or '.join(PARITY_DTYPES)} (default float64)")
+    p.add_argument("--dtype", default="float64",
+                   help=f"{', '.join(PARITY_DTYPES)} or bfloat16 (default float64; bfloat16 implies --against float64)")
+    p.add_argument("--against", default=None,
+                   help="backend: the candidate against the reference backend (default for float64/float32); "
+                        "float64: each backend at --dtype against a float64 torch computation (bfloat16, float32)")
     p.add_argument("--preset", default="tiny", help=f"model and training config: {', '.join(PRESETS)} (default tiny)")
     p.add_argument("--seed", type=int, default=0, help="weights, batches and random numbers (default 0)")
     p.add_argument("--steps", type=int, default=50, help="length of the shared training run (default 50)")
@@ -41,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     checks = None if args.checks is None else [c.strip() for c in args.checks.split(",") if c.strip()]
     report = run_parity(args.dtype, args.preset, args.seed, steps=args.steps, checks=checks,
                         reference=args.reference, candidate=args.candidate, device=args.device,
-                        attention=args.attention)
+                        attention=args.attention, against=args.against)
     print(report.format_table())
     if args.json:
         path = Path(args.json)

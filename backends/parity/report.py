@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from backends.parity.tolerances import INIT_SIGMAS, TOLERANCES, Tol
+from backends.parity.tolerances import INIT_SIGMAS, REFERENCE_BUDGETS, TOLERANCES, Tol
 from common.config import ModelConfig
 from common.params import param_layout
 
@@ -99,7 +99,8 @@ class ParityReport:
             "preset": self.preset, "seed": self.seed, "steps": self.steps, "passed": self.passed,
             "seconds": round(self.seconds, 3), "model_config": self.model_config,
             "train_config": self.train_config,
-            "tolerances": {k: asdict(v) for k, v in TOLERANCES[self.dtype].items()},
+            "tolerances": {k: asdict(v) for k, v in (REFERENCE_BUDGETS if self.reference.endswith("float64")
+                                                      else TOLERANCES)[self.dtype].items()},
             "error_definition": "per tensor: abs = max|a-b|, rel = max|a-b| / max|b| (b = reference); "
                                 "passes when abs <= atol + rtol * max|b|",
             "rows": [asdict(r) for r in self.rows],

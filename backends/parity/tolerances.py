@@ -82,6 +82,41 @@ TOLERANCES: dict[str, dict[str, Tol]] = {
     },
 }
 
+# -- against float64 (backends/parity/reference.py): each backend's error at a low dtype --------
+REFERENCE_DTYPES = ("bfloat16", "float32")
+ERROR_RATIO = 3.0  # the two backends' errors must be within this factor of each other
+RATIO_FLOOR = {"bfloat16": 1e-5, "float32": 1e-7}  # errors below this count as this, for the ratio
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A backend's normwise error ``‖a - r‖ / ‖r‖`` against float64 may be at most ``rel``."""
+
+    rel: float
+    reason: str
+
+
+REFERENCE_BUDGETS: dict[str, dict[str, Budget]] = {
+    "bfloat16": {
+        "logits": Budget(1e-2, "bfloat16 keeps 8 bits (unit round-off 2^-9 = 2e-3); a few roundings "
+                               "through the layers"),
+        "loss": Budget(5e-4, "the loss is taken in float32 from the logits: their errors average out; a "
+                             "loss rounded to bfloat16 (4e-3 at 4.2) is over it"),
+        "grads": Budget(3e-2, "per tensor: bfloat16 round-off of the matmuls, forward and backward"),
+        "update": Budget(1.0, "AdamW's first update is about lr * sign(g): every gradient smaller than its "
+                              "own bfloat16 error may flip (at most 2 * lr, twice the true update)"),
+        "loss_curve": Budget(1e-3, "each step's loss, relative; the runs drift apart by round-off"),
+    },
+    "float32": {
+        "logits": Budget(1e-5, "float32 unit round-off 6e-8 through the layers"),
+        "loss": Budget(1e-5, "float32 round-off of the loss"),
+        "grads": Budget(1e-4, "per tensor: float32 round-off, forward and backward"),
+        "update": Budget(1.0, "AdamW's first update is about lr * sign(g): a gradient within its float32 "
+                              "error of zero may flip (at most 2 * lr)"),
+        "loss_curve": Budget(1e-5, "each step's loss, relative, over the run"),
+    },
+}
+
 # the rows each tolerance applies to, for the rendered table
 APPLIES_TO = {
     "logits": "`logits`", "loss": "`loss`", "grads": "`grads`",
@@ -100,6 +135,24 @@ def markdown_table() -> str:
         f32 = TOLERANCES["float32"][key]
         why = f"float64: {f64.reason}. float32: {f32.reason}." if f64.reason != f32.reason else f64.reason + "."
         lines.append(f"| `{key}` | {APPLIES_TO[key]} | {f64.text()} | {f32.text()} | {why} |")
+    return "\n".join(lines) + "\n" + "\n" + reference_table()
+
+
+REFERENCE_ROWS = {"logits": "`logits: …`", "loss": "`loss: …`", "grads": "`grads: …`",
+                  "update": "`adam update: …`", "loss_curve": "`N-step loss curve: …`"}
+
+
+def reference_table() -> str:
+    """The budgets of ``--against float64`` (bfloat16, float32) as Markdown."""
+    lines = [f"Against float64 (`--dtype bfloat16`, `--dtype float32 --against float64`): each backend's "
+             f"normwise error `‖a − r‖ / ‖r‖` within its budget, and the two backends' errors within "
+             f"{ERROR_RATIO:g}× of each other (each first raised to the floor: bfloat16 "
+             f"{RATIO_FLOOR['bfloat16']:.0e}, float32 {RATIO_FLOOR['float32']:.0e}).", "",
+             "| budget | rows | bfloat16 | float32 | why |", "|---|---|---|---|---|"]
+    for key, bf in REFERENCE_BUDGETS["bfloat16"].items():
+        f32 = REFERENCE_BUDGETS["float32"][key]
+        lines.append(f"| `{key}` | {REFERENCE_ROWS[key]} | rel {bf.rel:.0e} | rel {f32.rel:.0e} | "
+                     f"bfloat16: {bf.reason}. float32: {f32.reason}. |")
     return "\n".join(lines) + "\n"
 
 

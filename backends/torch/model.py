@@ -29,6 +29,20 @@ def layer_norm(config: ModelConfig) -> nn.LayerNorm:
     return nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
 
 
+def softmax(att: torch.Tensor) -> torch.Tensor:
+    """The attention weights over the last axis, computed in float32 at least: under bfloat16
+    autocast the scores come out of a bfloat16 matmul, and CPU autocast (unlike CUDA's) would
+    run the softmax in bfloat16; the next matmul rounds the weights to bfloat16 again."""
+    return F.softmax(att, dim=-1, dtype=torch.promote_types(att.dtype, torch.float32))
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean loss over every position, in float32 at least (bfloat16 logits are upcast first,
+    as autocast's float32 op list does for cross_entropy)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1).long())
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused"):
         super().__init__()
@@ -63,7 +77,7 @@ class CausalSelfAttention(nn.Module):
             # the same computation, spelled out: scores, causal mask, softmax, weighted sum
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
             att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))  # position t sees 0..t
-            att = F.softmax(att, dim=-1)
+            att = softmax(att)  # float32 at least
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
@@ -142,6 +156,5 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab_size), with the tied token embedding
         if targets is None:
             return logits, None
-        # under bf16 autocast, cross_entropy runs in float32 (autocast's float32 op list)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1).long())
+        loss = cross_entropy(logits, targets)  # float32 at least
         return logits, loss
