@@ -6,6 +6,7 @@ Every problem the user can fix ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from backends import BACKENDS
@@ -75,11 +76,18 @@ def run(argv: list[str]) -> int:
             raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if args.preset not in PRESETS:
             raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if overrides.get("devices", 1) > 1 or "WORLD_SIZE" in os.environ:
+            from backends import parallel_launch  # many devices: each framework's own way of starting
+
+            launched = parallel_launch.prepare(args.backend, args.preset, overrides, argv)
+            if launched is not None:
+                return launched
         result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
                                  resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
         best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
-        print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
-              f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
+        if result.main:
+            print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
+                  f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
         return 130 if result.interrupted else 0
     if args.command == "sample":
         from backends import trainloop

@@ -24,6 +24,7 @@ from common.batches import BatchSampler
 from common.checkpoint import Checkpoint, FILENAME, load_checkpoint, save_checkpoint
 from common.corpus import load_corpus, read_text, resolve_corpus
 from common.errors import UserError
+from common.parallel import SINGLE_DEVICE
 from common.schedule import get_lr
 from common.tokenizer import CharTokenizer
 
@@ -44,6 +45,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    main: bool = True  # rank 0 of a run on many devices (the one that reports)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -76,7 +78,7 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
     if resumed is not None:
         tokenizer = resumed.tokenizer
         model_config = resumed.model_config
-        train_values = config_mod.to_dict(resumed.train_config) | overrides
+        train_values = config_mod.to_dict(resumed.train_config) | SINGLE_DEVICE | overrides  # devices: this run's
         train_config = config_mod.TrainConfig(**train_values)
     else:
         tokenizer = CharTokenizer.from_text(read_text(corpus_path))
@@ -131,7 +133,9 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
     tokens_per_iter = train_config.batch_size * model_config.block_size
-    bar = _progress(train_config.max_iters, trainer.iter_num, f"{backend} {preset}", progress)
+    main = trainer.parallel.is_main  # many devices: rank 0 alone shows progress and writes files
+    bar = _progress(train_config.max_iters, trainer.iter_num, f"{backend} {preset}", progress and main)
+    say = bar.write if main else (lambda line: None)
     start = time.perf_counter()
     it = trainer.iter_num
     try:
@@ -142,14 +146,16 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
                     history.append({"iter": it, "lr": get_lr(it, train_config), "loss": None,
                                     "train_loss": losses["train"], "val_loss": losses["val"],
                                     "ms_per_iter": None, "tokens_per_s": None})
-                    bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    say(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     improved = best_val is None or losses["val"] < best_val
                     if improved:
                         best_val = losses["val"]
-                    ckpt = checkpoint(it)
-                    save_checkpoint(out_dir / LAST, ckpt)
-                    if improved:
-                        save_checkpoint(out_dir / BEST, ckpt)
+                    ckpt = checkpoint(it)  # on every rank: fsdp gathers the shards
+                    if main:
+                        save_checkpoint(out_dir / LAST, ckpt)
+                        if improved:
+                            save_checkpoint(out_dir / BEST, ckpt)
+            stop["requested"] = trainer.parallel.any_rank(stop["requested"])  # every rank stops at the same step
             if it >= train_config.max_iters or stop["requested"]:
                 break
             x, y = sampler.get_batch("train")
@@ -169,15 +175,18 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ms=f"{dt * 1e3:.1f}", tok_s=f"{tokens_per_iter / dt:,.0f}",
                             refresh=False)
         if stop["requested"] and it < train_config.max_iters:
-            save_checkpoint(out_dir / LAST, checkpoint(it))
-            bar.write(f"interrupted at step {it}: checkpoint saved to {out_dir / LAST}; continue with --resume")
+            ckpt = checkpoint(it)
+            if main:
+                save_checkpoint(out_dir / LAST, ckpt)
+            say(f"interrupted at step {it}: checkpoint saved to {out_dir / LAST}; continue with --resume")
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
     seconds = time.perf_counter() - start
-    write_metrics(out_dir, history)
+    if main:
+        write_metrics(out_dir, history)
     return RunResult(out_dir=out_dir, step=it, best_val_loss=best_val, history=history,
-                     interrupted=stop["requested"], seconds=seconds)
+                     interrupted=stop["requested"], seconds=seconds, main=main)
 
 
 def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -236,7 +245,7 @@ def sample(checkpoint_path: str | Path, backend: str | None, prompt: str, max_ne
     if backend is None:  # by default, the backend that wrote the checkpoint
         backend = ckpt.backend if ckpt.backend in BACKENDS else "torch"
     module = load_backend(backend)
-    train_config = config_mod.TrainConfig(**(config_mod.to_dict(ckpt.train_config) | {"device": device}))
+    train_config = config_mod.TrainConfig(**(config_mod.to_dict(ckpt.train_config) | SINGLE_DEVICE | {"device": device}))
     with process.settings(module, train_config, host_memory=True):
         trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
         idx = np.tile(ids[None, :], (num_samples, 1))
