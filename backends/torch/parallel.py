@@ -101,7 +101,9 @@ class Parallel:
             mesh = init_device_mesh(self.device.type, (self.world,), mesh_dim_names=("data",))
             for block in model.transformer.h:  # one all-gather per block in forward and backward
                 fully_shard(block, mesh=mesh)
-            fully_shard(model, mesh=mesh)  # the root: embeddings, final norm, the tied head
+            # the root: embeddings, final norm, the tied head; resharded after every forward too, so an
+            # evaluation (no backward to reshard) leaves the sharded parameters the optimizer holds
+            fully_shard(model, mesh=mesh, reshard_after_forward=True)
         return model
 
     # -- the batch: this rank's rows of each micro-batch ----------------------------------------
