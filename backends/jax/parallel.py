@@ -60,7 +60,11 @@ class Parallel:
         if self.mode == "none":
             return
         devices = jax.devices(self.device.platform)  # every host's, after jax.distributed.initialize
-        common_parallel.check_available(cfg.devices, len(devices), f"jax ({self.device.platform} devices)")
+        if self.device.platform == "cpu":  # host devices beyond the cores only share them (as torch's gloo ranks)
+            available, what = min(len(devices), os.cpu_count() or 1), "this machine's CPU cores (one host device each)"
+        else:
+            available, what = len(devices), f"jax's {self.device.platform} devices"
+        common_parallel.check_available(cfg.devices, available, what)
         self.mesh = jax.make_mesh((cfg.devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                                   devices=devices[:cfg.devices])
         self.replicated = NamedSharding(self.mesh, P())
