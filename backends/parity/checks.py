@@ -224,8 +224,3 @@ CHECKS: dict[str, Callable[[Session], list[Row]]] = {
     "forward": forward, "adam": adam, "run": run, "schedule": schedule, "eval": eval_, "greedy": greedy,
     "sampling": sampling, "crossload": crossload, "submodules": submodules, "init": init,
 }
-
-
-from backends.parity.parallel import parallel  # noqa: E402 (many devices, issue 13: in a module of its own)
-
-CHECKS["parallel"] = parallel
