@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from backends import BACKENDS
@@ -87,14 +88,21 @@ def run(argv: list[str]) -> int:
             raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if args.preset not in PRESETS:
             raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if overrides.get("devices", 1) > 1 or "WORLD_SIZE" in os.environ:
+            from backends import parallel_launch  # many devices: each framework's own way of starting
+
+            launched = parallel_launch.prepare(args.backend, args.preset, overrides, argv)
+            if launched is not None:
+                return launched
         result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
                                  resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                                  overwrite=args.overwrite)
         best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
         if result.exact_val_loss is not None:  # backends/evaluate.py
             best += f" (estimate_loss); exact val loss of best/ {result.exact_val_loss.loss:.4f}"
-        print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
-              f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
+        if result.main:
+            print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
+                  f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
         return 130 if result.interrupted else 0
     if args.command == "sample":
         from backends import trainloop

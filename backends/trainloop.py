@@ -26,6 +26,7 @@ from common import outputs
 from common.checkpoint import Checkpoint, FILENAME, TOKENIZER_FILENAME, load_checkpoint, nonfinite, save_checkpoint
 from common.corpus import load_corpus, read_text, resolve_corpus
 from common.errors import UserError
+from common.parallel import SINGLE_DEVICE
 from common.schedule import get_lr
 from common.tokenizer import CharTokenizer
 
@@ -49,6 +50,7 @@ class RunResult:
     interrupted: bool = False
     seconds: float = 0.0
     exact_val_loss: Any = None  # common.exact_loss.ExactLoss of OUT/best/, when the run finished
+    main: bool = True  # rank 0 of a run on many devices (the one that reports)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -82,7 +84,7 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
     if resumed is not None:
         tokenizer = resumed.tokenizer
         model_config = resumed.model_config
-        train_values = config_mod.to_dict(resumed.train_config) | overrides
+        train_values = config_mod.to_dict(resumed.train_config) | SINGLE_DEVICE | overrides  # devices: this run's
         train_config = config_mod.TrainConfig(**train_values)
     else:
         tokenizer = CharTokenizer.from_text(read_text(corpus_path))
@@ -142,15 +144,16 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
 
     def save(step: int, best: bool, losses: dict[str, float] | None = None) -> None:
         """Never a checkpoint whose loss or weights are not finite."""
-        ckpt = checkpoint(step)
+        ckpt = checkpoint(step)  # on every rank: fsdp gathers the shards
         if losses is not None and not all(math.isfinite(v) for v in losses.values()):
             raise diverged(f"the estimated loss became {', '.join(f'{k} {v}' for k, v in losses.items())}", step)
         bad = nonfinite(ckpt.weights)
         if bad:
             raise diverged(f"the weights became non-finite ({', '.join(bad[:2])})", step)
-        save_checkpoint(out_dir / LAST, ckpt)
-        if best:
-            save_checkpoint(out_dir / BEST, ckpt)
+        if main:  # rank 0 writes, once
+            save_checkpoint(out_dir / LAST, ckpt)
+            if best:
+                save_checkpoint(out_dir / BEST, ckpt)
         saved["step"] = step
 
     stop = {"requested": False}
@@ -162,7 +165,9 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
     tokens_per_iter = train_config.batch_size * model_config.block_size
-    bar = _progress(train_config.max_iters, trainer.iter_num, f"{backend} {preset}", progress)
+    main = trainer.parallel.is_main  # many devices: rank 0 alone shows progress and writes files
+    bar = _progress(train_config.max_iters, trainer.iter_num, f"{backend} {preset}", progress and main)
+    say = bar.write if main else (lambda line: None)
     start = time.perf_counter()
     it = trainer.iter_num
     try:
@@ -173,11 +178,12 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
                     history.append({"iter": it, "lr": get_lr(it, train_config), "loss": None,
                                     "train_loss": losses["train"], "val_loss": losses["val"],
                                     "ms_per_iter": None, "tokens_per_s": None})
-                    bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    say(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     improved = best_val is None or losses["val"] < best_val
                     if improved and math.isfinite(losses["val"]):
                         best_val = losses["val"]
                     save(it, improved, losses)
+            stop["requested"] = trainer.parallel.any_rank(stop["requested"])  # every rank stops at the same step
             if it >= train_config.max_iters or stop["requested"]:
                 break
             x, y = sampler.get_batch("train")
@@ -195,19 +201,20 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
                             refresh=False)
         if stop["requested"] and it < train_config.max_iters:
             save(it, best=False)
-            bar.write(f"interrupted at step {it}: checkpoint saved to {out_dir / LAST}; continue with --resume")
+            say(f"interrupted at step {it}: checkpoint saved to {out_dir / LAST}; continue with --resume")
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
     seconds = time.perf_counter() - start
     exact = None
-    if not stop["requested"] and (out_dir / BEST / FILENAME).is_file():
+    if main and not stop["requested"] and (out_dir / BEST / FILENAME).is_file():
         from backends.evaluate import record_best
 
         exact = record_best(module, out_dir / BEST, corpus.val, progress)
-    write_metrics(out_dir, history, exact)
+    if main:
+        write_metrics(out_dir, history, exact)
     return RunResult(out_dir=out_dir, step=it, best_val_loss=best_val, history=history,
-                     interrupted=stop["requested"], seconds=seconds, exact_val_loss=exact)
+                     interrupted=stop["requested"], seconds=seconds, exact_val_loss=exact, main=main)
 
 
 def write_metrics(out_dir: Path, history: list[dict[str, Any]], exact=None) -> None:
@@ -276,7 +283,7 @@ def sample(checkpoint_path: str | Path, backend: str | None, prompt: str, max_ne
     if backend is None:  # by default, the backend that wrote the checkpoint
         backend = ckpt.backend if ckpt.backend in BACKENDS else "torch"
     module = load_backend(backend)
-    train_config = config_mod.TrainConfig(**(config_mod.to_dict(ckpt.train_config) | {"device": device}))
+    train_config = config_mod.TrainConfig(**(config_mod.to_dict(ckpt.train_config) | SINGLE_DEVICE | {"device": device}))
     with process.settings(module, train_config, host_memory=True):
         trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
         idx = np.tile(ids[None, :], (num_samples, 1))

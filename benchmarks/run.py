@@ -16,11 +16,12 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import machine_peak, sysinfo, variants
+from benchmarks import machine_peak, parallel, sysinfo, variants
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
 from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None, help="--task sample: rows generated at once (default 1)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files that --json, --csv, --plot or --profile would write if they exist")
+    p.add_argument("--devices", default=None, metavar="N1,N2", help="time each device count (benchmarks/parallel.py)")
+    p.add_argument("--parallel", default=None, help="ddp or fsdp, with --devices")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-run lines (the bar is also off when stdout is not a terminal)")
     return p
@@ -230,6 +233,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
     }
+    specs = parallel.expand(specs, parallel.parse_devices(args.devices, args.parallel), args.parallel)
+    settings.update(devices=args.devices, parallel=args.parallel)
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
 
@@ -265,10 +270,14 @@ def worker_env(xla_flags: str = "") -> dict[str, str]:
 
 def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Start ``benchmarks.worker`` with ``spec`` on stdin; its JSON result, or an error record."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.worker"], input=json.dumps(spec), text=True,
-        stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, env=worker_env(spec.get("xla_flags", "")),
-    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # torch's ranks read it from a file
+        json.dump(spec, spec_file)
+        spec_file.flush()
+        proc = subprocess.run(
+            parallel.worker_command(spec), input=json.dumps(spec), text=True, stdout=subprocess.PIPE,
+            stderr=None if progress else subprocess.PIPE,
+            env=worker_env(spec.get("xla_flags", "")) | {parallel.SPEC_ENV: spec_file.name},
+        )
     try:
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         result = json.loads(lines[-1])
@@ -369,7 +378,7 @@ def run(argv: list[str]) -> int:
         if not args.quiet:
             print(f"[{i + 1}/{len(specs)}] {item['spec']['label']}: {describe(entry)}", file=sys.stderr, flush=True)
     report = build_report(argv, planned, runs)
-    sys.stdout.write(report_mod.format_report(report))
+    sys.stdout.write(report_mod.format_report(report) + parallel.scaling_table(runs))
     write_outputs(args, report, report_mod.to_csv)
     if args.plot:
         from benchmarks import plots

@@ -263,7 +263,8 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = os.fdopen(os.dup(2), "w", buffering=1)
     try:
-        spec = json.loads(sys.stdin.read())
+        spec_file = os.environ.get("MICROGPT_BENCH_SPEC")  # benchmarks/parallel.py: torch ranks share no stdin
+        spec = json.loads(open(spec_file).read() if spec_file else sys.stdin.read())
         if spec.get("task") == "sample":  # python -m benchmarks.run --task sample
             from benchmarks import sampling
 
@@ -277,6 +278,8 @@ def main() -> int:
     except Exception as exc:  # reported to the parent, which decides what to show
         result = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     with os.fdopen(result_fd, "w") as out:
+        if os.environ.get("RANK", "0") != "0":  # many torch ranks: rank 0 reports
+            return 0
         json.dump(result, out, allow_nan=True)
         out.write("\n")
     return 0

@@ -9,11 +9,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from common.errors import UserError
+from common.parallel import check_parallel
 
 DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float64")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float64")  # what "auto" resolves to, per device
 ATTENTIONS = ("fused", "manual")
+PARALLEL_MODES = ("none", "ddp", "fsdp")  # common/parallel.py; backends/<name>/parallel.py
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
@@ -70,10 +72,13 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile's mode (with compile); jax has none
     attention: str = "fused"  # fused kernel, or the explicit masked softmax ("manual") for study
     tf32: bool = False  # let float32 matmuls use TF32 on a GPU (off: full precision, for parity)
+    parallel: str = "none"  # none, ddp (replicated), fsdp (sharded): common/parallel.py
+    devices: int = 1  # data-parallel devices; batch_size stays the global batch
+    gradient_accumulation_steps: int = 1  # K micro-batches per optimizer step, as in nanoGPT
 
     def __post_init__(self) -> None:
         _check_types(self)
-        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "devices", "gradient_accumulation_steps"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}; set --{name}=N with N >= 1")
         for name in ("warmup_iters", "lr_decay_iters", "seed"):
@@ -96,9 +101,10 @@ class TrainConfig:
                 "the schedule must warm up before it decays"
             )
         for name, allowed in (("device", DEVICES), ("dtype", DTYPES), ("attention", ATTENTIONS),
-                              ("compile_mode", COMPILE_MODES)):
+                              ("compile_mode", COMPILE_MODES), ("parallel", PARALLEL_MODES)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
+        check_parallel(self.parallel, self.devices, self.gradient_accumulation_steps, self.batch_size)
 
 
 def param_dtype(compute_dtype: str) -> str:

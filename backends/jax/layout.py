@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from backends.jax.parallel import host_array
 from common.config import ModelConfig
 from common.params import ParamSpec, param_layout
 
@@ -49,7 +50,7 @@ def to_canonical(tree, config: ModelConfig, prefix: str = "") -> dict[str, np.nd
 
 
 def _to_canonical(spec: ParamSpec, value) -> np.ndarray:
-    array = np.array(value, copy=True)  # a fresh host copy, never a view of a device buffer
+    array = host_array(value)  # a fresh host copy, never a view of a device buffer (gathered if sharded)
     # [torch≠jax] Flax's kernels are (in, out); the canonical (torch) layout is (out, in)
     return np.ascontiguousarray(array.T) if spec.kind == "linear" else array
 
@@ -66,7 +67,7 @@ def from_canonical(tree, values: dict[str, np.ndarray], config: ModelConfig, pre
         array = array.T if spec.kind == "linear" else array  # (out, in) -> Flax's (in, out)
         if array.shape != old.shape:
             raise ValueError(f"{spec.name}: shape {np.shape(value)}, expected {spec.shape}")
-        return jax.device_put(array.astype(old.dtype), next(iter(old.devices())))
+        return jax.device_put(array.astype(old.dtype), old.sharding)  # one device, or its place on a mesh
 
     return jax.tree_util.tree_map_with_path(fill, tree)
 

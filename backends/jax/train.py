@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from backends.jax import layout
+from backends.jax import layout, parallel
 from backends.jax.model import GPT
 from common.config import ModelConfig, TrainConfig, param_dtype
 from common.errors import UserError
@@ -266,12 +266,17 @@ def _train_step(graphdef, state, x, y, lr):
     """One AdamW step at learning rate ``lr``, as a pure function of the arrays in ``state``."""
     model, optimizer = nnx.merge(graphdef, state)
 
-    def loss_fn(model):
+    def loss_fn(model, x, y):
         _, loss = model(x, y)
         return loss
 
-    # [torch≠jax] functional gradients: no .backward(), no .grad to zero
-    loss, grads = nnx.value_and_grad(loss_fn)(model)  # w.r.t. every nnx.Param
+    # K micro-batches arrive stacked, (K, B/K, T) (common/parallel.py): their mean gradient is the
+    # batch's. [torch≠jax] functional gradients: no .backward(), no .grad to zero, no no_sync
+    micro = [(x, y)] if x.ndim == 2 else [(x[k], y[k]) for k in range(x.shape[0])]  # unrolled: K is small
+    losses, each = zip(*(nnx.value_and_grad(loss_fn)(model, xk, yk) for xk, yk in micro))  # w.r.t. every nnx.Param
+    loss, grads = losses[0], each[0]
+    if len(micro) > 1:
+        loss, grads = sum(losses) / len(micro), jax.tree.map(lambda *g: sum(g) / len(micro), *each)
     set_learning_rate(optimizer, lr)
     optimizer.update(model, grads)  # clip, AdamW, weight decay
     return loss, nnx.state((model, optimizer))
@@ -295,7 +300,8 @@ class Trainer:
                  weights: dict[str, np.ndarray] | None = None):
         self.model_config = model_config
         self.train_config = train_config
-        self.device = select_device(train_config.device)
+        self.parallel = parallel.Parallel(train_config, select_device)  # the mesh, and where arrays live on it
+        self.device = self.parallel.device
         self.dtype = resolve_dtype(train_config.dtype, self.device)
         self._param_dtype = np.dtype(param_dtype(self.dtype))
         self._model = create_model(model_config, weights, device=self.device, param_dtype=param_dtype(self.dtype),
@@ -309,10 +315,11 @@ class Trainer:
         # [torch≠jax] jax.jit always compiles: split the NNX objects once into a static graph and a
         # pytree of arrays, all committed to the device (so the first step's inputs look like every
         # later step's: one compilation); the jitted step maps arrays to arrays, donating the old ones
-        nnx.update((self._model, self._optimizer), jax.device_put(nnx.state((self._model, self._optimizer)), self.device))
+        # (on a mesh: replicated for ddp, sharded for fsdp; jit keeps the layout from step to step)
+        nnx.update((self._model, self._optimizer), self.parallel.place(nnx.state((self._model, self._optimizer))))
         self._graphdef, self._state = nnx.split((self._model, self._optimizer))
         self._synced = True  # do the NNX objects hold the current arrays?
-        self._step_fn = jax.jit(_train_step, static_argnums=0, donate_argnums=1)
+        self._step_fn = self.parallel.jit(_train_step, self._state)
         self._compiled = None  # the AOT executable from compile(), and the batch it was built for
         self._compiled_for = None
         self.iter_num = 0  # optimizer steps taken; drives the learning-rate schedule
@@ -325,6 +332,7 @@ class Trainer:
 
     def _resplit(self) -> None:
         """After the NNX objects were changed outside the step, take their arrays as the state."""
+        nnx.update((self._model, self._optimizer), self.parallel.place(nnx.state((self._model, self._optimizer))))
         self._state = nnx.state((self._model, self._optimizer))
         self._synced = True
 
@@ -340,7 +348,8 @@ class Trainer:
 
     # -- moving data -------------------------------------------------------------------------
     def to_device(self, array: np.ndarray) -> jax.Array:
-        return jax.device_put(np.asarray(array), self.device)
+        array = np.asarray(array)
+        return jax.device_put(array, self.parallel.batch_placement(array))  # on a mesh: rows split
 
     def wait(self, loss: jax.Array | None = None) -> None:
         """Block until all queued work (the step that produced ``loss``, its update) is done."""
@@ -352,7 +361,7 @@ class Trainer:
     def compile(self, x, y) -> dict[str, float]:
         """Ahead-of-time lowering and compilation of the training step for batches shaped like
         (x, y), timed separately; ``step`` then runs this executable. [torch≠jax] torch.compile is lazy."""
-        x, y = self.to_device(x), self.to_device(y)
+        x, y = self.parallel.batch(x), self.parallel.batch(y)
         t0 = time.perf_counter()
         lowered = self._step_fn.lower(self._graphdef, self._state, x, y, self._lr())
         t1 = time.perf_counter()
@@ -370,8 +379,7 @@ class Trainer:
     def step(self, x, y) -> jax.Array:
         """One AdamW step on the batch (x, y); returns the loss, still on the device."""
         lr = self._lr()  # get_lr(iter_num), set on the optimizer inside the compiled step
-        x = x if isinstance(x, jax.Array) else self.to_device(x)
-        y = y if isinstance(y, jax.Array) else self.to_device(y)
+        x, y = self.parallel.batch(x), self.parallel.batch(y)  # K micro-batches stacked; rows split on a mesh
         if self._compiled is not None and self._compiled_for == (x.shape, x.dtype, y.shape, y.dtype):
             loss, self._state = self._compiled(self._state, x, y, lr)  # static graphdef is baked in
         else:
@@ -395,12 +403,13 @@ class Trainer:
         return np.asarray(logits.astype(jnp.float32)) if self.dtype == "bfloat16" else np.asarray(logits)
 
     def estimate_loss(self, get_batch: Callable, eval_iters: int) -> dict[str, float]:
-        return estimate_loss(self.model, get_batch, eval_iters, self.device)
+        out = estimate_loss(self.model, get_batch, eval_iters, self.parallel.rows)  # on a mesh: rows split
+        return self.parallel.average(out)
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, seed: int | None = None,
                  uniforms: np.ndarray | None = None) -> np.ndarray:
-        return generate(self.model, idx, max_new_tokens, temperature, top_k, seed, uniforms, self.device)
+        return generate(self.model, idx, max_new_tokens, temperature, top_k, seed, uniforms, self.parallel.placement)
 
     # -- state in the canonical layout -------------------------------------------------------
     def weights(self) -> dict[str, np.ndarray]:
@@ -417,7 +426,7 @@ class Trainer:
             self.optimizer.opt_state, self.model_config)
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        layout.load_adam(self.optimizer, state, self.model_config, self.device)
+        layout.load_adam(self.optimizer, state, self.model_config, self.parallel.placement)
         self.iter_num = int(state["step"])
         self._resplit()
 
@@ -428,7 +437,7 @@ class Trainer:
     def set_rng_state(self, state: np.ndarray) -> None:
         leaves, treedef = jax.tree.flatten(nnx.as_pure(nnx.state(self.model, nnx.RngState)))
         try:
-            new = layout.unflatten_rng(state, leaves, self.device)
+            new = layout.unflatten_rng(state, leaves, self.parallel.placement)
         except ValueError as exc:
             raise UserError(f"{exc}; resume with the model config the checkpoint was written with") from None
         nnx.update(self._model, jax.tree.unflatten(treedef, new))

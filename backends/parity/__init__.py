@@ -32,6 +32,14 @@ from common.config import PRESETS, ModelConfig, TrainConfig, build_configs, to_d
 from common.errors import UserError
 
 CHECKS = tuple(_CHECKS)
+# opt-in checks, named with --checks: each runs child processes (backends/parity/parallel.py: ~1 min)
+OPTIONAL_CHECKS = {"parallel": lambda session: _parallel_rows(session)}
+
+
+def _parallel_rows(session):
+    from backends.parity.parallel import parallel
+
+    return parallel(session)
 
 __all__ = ["CHECKS", "PARITY_DTYPES", "TOLERANCES", "ParityReport", "Row", "Session", "Tol", "compare",
            "init_std_row", "make_configs", "run_parity", "running", "synthetic_corpus"]
@@ -87,9 +95,9 @@ def run_parity(dtype: str = "float64", preset: str = "tiny", seed: int = 0, *, s
     checks = list(CHECKS if checks is None else checks)
     if not checks:
         raise UserError(f"no check was named; choose from: {', '.join(CHECKS)} (or leave --checks out for all)")
-    unknown = [c for c in checks if c not in CHECKS]
+    unknown = [c for c in checks if c not in CHECKS + tuple(OPTIONAL_CHECKS)]
     if unknown:
-        raise UserError(f"unknown check(s) {', '.join(unknown)}; choose from: {', '.join(CHECKS)}")
+        raise UserError(f"unknown check(s) {', '.join(unknown)}; choose from: {', '.join(CHECKS + tuple(OPTIONAL_CHECKS))}")
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
     for name in (reference, candidate):
@@ -104,7 +112,7 @@ def run_parity(dtype: str = "float64", preset: str = "tiny", seed: int = 0, *, s
     session = Session(reference, candidate, mc, tc, dtype, seed, steps, batch_size, seq_len)
     rows: list[Row] = []
     with running(session):
-        for name, check in _CHECKS.items():  # always in the report's order
+        for name, check in (_CHECKS | OPTIONAL_CHECKS).items():  # always in the report's order
             if name in checks:
                 rows += check(session)
     return ParityReport(rows, dtype, preset, seed, reference, candidate, steps, to_dict(mc), to_dict(tc),

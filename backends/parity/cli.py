@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", help=f"model and training config: {', '.join(PRESETS)} (default tiny)")
     p.add_argument("--seed", type=int, default=0, help="weights, batches and random numbers (default 0)")
     p.add_argument("--steps", type=int, default=50, help="length of the shared training run (default 50)")
-    p.add_argument("--checks", default=None, help=f"comma-separated subset of: {', '.join(CHECKS)} (default all)")
+    p.add_argument("--checks", default=None, help=f"comma-separated subset of: {', '.join(CHECKS)} (default all), "
+                                                  "or the opt-in parallel (many devices, child processes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda/gpu (default auto)")
     p.add_argument("--attention", default="fused", help="fused or manual attention (default fused)")
     p.add_argument("--reference", default="torch", help="backend to compare against (default torch)")

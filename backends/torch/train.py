@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from backends.torch import parallel
 from backends.torch.model import GPT
 from common.config import ModelConfig, TrainConfig, param_dtype
 from common.errors import UserError
@@ -91,7 +92,7 @@ def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = No
 def export_weights(model: GPT) -> dict[str, np.ndarray]:
     """The model's parameters in the canonical layout, as fresh numpy arrays."""
     params = dict(model.named_parameters())  # the tied lm_head shows up once, as transformer.wte.weight
-    return {spec.name: params[spec.name].detach().to("cpu", copy=True).numpy() for spec in param_layout(model.config)}
+    return {spec.name: parallel.numpy(params[spec.name]) for spec in param_layout(model.config)}  # fsdp: gathered
 
 
 @torch.no_grad()
@@ -104,7 +105,7 @@ def load_weights(model: GPT, weights: dict[str, np.ndarray]) -> None:
     for spec in param_layout(model.config):
         p = params[spec.name]
         # [torch≠jax] canonical shapes are torch's own: Linear weights are (out, in), no transpose
-        p.copy_(torch.as_tensor(np.asarray(weights[spec.name]), dtype=p.dtype))
+        p.copy_(parallel.like(torch.as_tensor(np.asarray(weights[spec.name]), dtype=p.dtype), p))  # fsdp: the shard
 
 
 def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -206,14 +207,16 @@ class Trainer:
                  weights: dict[str, np.ndarray] | None = None):
         self.model_config = model_config
         self.train_config = train_config
-        self.device = select_device(train_config.device)
+        self.parallel = parallel.Parallel(train_config, select_device)  # ranks, this rank's device
+        self.device = self.parallel.device
         self.dtype = resolve_dtype(train_config.dtype, self.device)
         self.model = create_model(model_config, weights, device=self.device, param_dtype=param_dtype(self.dtype),
                                   attention=train_config.attention, seed=train_config.seed)
+        wrapped = self.parallel.wrap(self.model)  # DDP, or fully_shard in place; before the optimizer sees the params
         self.optimizer = configure_optimizer(self.model, train_config, self.device)
         self.autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
                          if self.dtype == "bfloat16" else contextlib.nullcontext())
-        self.forward = torch.compile(self.model, mode=train_config.compile_mode) if train_config.compile else self.model
+        self.forward = torch.compile(wrapped, mode=train_config.compile_mode) if train_config.compile else wrapped
         self.iter_num = 0  # optimizer steps taken; drives the learning-rate schedule
 
     # -- moving data -------------------------------------------------------------------------
@@ -244,17 +247,23 @@ class Trainer:
     def step(self, x, y) -> torch.Tensor:
         """One AdamW step on the batch (x, y); returns the loss, still on the device."""
         set_learning_rate(self.optimizer, get_lr(self.iter_num, self.train_config))
-        x = x if isinstance(x, torch.Tensor) else self.to_device(x)
-        y = y if isinstance(y, torch.Tensor) else self.to_device(y)
-        with self.autocast:
-            _, loss = self.forward(x, y)
-        loss.backward()
+        K = self.train_config.gradient_accumulation_steps
+        total = None
+        # K micro-batches, this rank's rows of each (common/parallel.py); gradients add up
+        for k, (xk, yk) in enumerate(self.parallel.micro_batches(x, y)):
+            xk = xk if isinstance(xk, torch.Tensor) else self.to_device(xk)
+            yk = yk if isinstance(yk, torch.Tensor) else self.to_device(yk)
+            with self.parallel.sync_gradients(self.forward, last=k == K - 1):  # reduce once, at the end
+                with self.autocast:
+                    _, loss = self.forward(xk, yk)
+                (loss / K if K > 1 else loss).backward()
+            total = loss.detach() / K if total is None else total + loss.detach() / K
         if self.train_config.grad_clip > 0:
             clip_grad_norm(list(self.model.parameters()), self.train_config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.iter_num += 1
-        return loss.detach()
+        return self.parallel.mean(total if K > 1 else loss.detach())  # the global batch's loss
 
     def loss_and_grads(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """The loss and the gradient of every parameter (canonical layout), without a step."""
@@ -276,7 +285,8 @@ class Trainer:
         return logits.float().cpu().numpy() if self.dtype == "bfloat16" else logits.cpu().numpy()
 
     def estimate_loss(self, get_batch: Callable, eval_iters: int) -> dict[str, float]:
-        return estimate_loss(self.forward, get_batch, eval_iters, self.device, self.autocast)
+        out = estimate_loss(self.forward, self.parallel.local(get_batch), eval_iters, self.device, self.autocast)
+        return self.parallel.average(out)  # the same numbers on every rank
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, seed: int | None = None,
@@ -299,7 +309,7 @@ class Trainer:
             for key in ("exp_avg", "exp_avg_sq"):  # before the first step: zeros, as optax starts
                 value = state.get(key)
                 out[f"{key}/{spec.name}"] = (np.zeros(spec.shape, dtype=torch.empty(0, dtype=params[spec.name].dtype).numpy().dtype)
-                                             if value is None else value.detach().cpu().numpy().copy())
+                                             if value is None else parallel.numpy(value))
         return out
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
@@ -311,8 +321,9 @@ class Trainer:
                 # fused/capturable AdamW keeps its step on the parameter's device
                 "step": torch.tensor(float(step), dtype=torch.float32,
                                      device=p.device if self.optimizer.defaults.get("fused") else "cpu"),
-                "exp_avg": torch.as_tensor(np.asarray(state[f"exp_avg/{spec.name}"]), dtype=p.dtype, device=p.device).clone(),
-                "exp_avg_sq": torch.as_tensor(np.asarray(state[f"exp_avg_sq/{spec.name}"]), dtype=p.dtype, device=p.device).clone(),
+                **{key: parallel.like(torch.as_tensor(np.asarray(state[f"{key}/{spec.name}"]), dtype=p.dtype,
+                                                      device=p.device).clone(), p)  # fsdp: the shard
+                   for key in ("exp_avg", "exp_avg_sq")},
             }
         self.iter_num = step
 

@@ -1,0 +1,193 @@
+"""Many devices (issue 13), on the CPU: torch on 2 gloo processes (through ``microgpt train
+--devices 2``, i.e. torch's own launcher), JAX on 2 host devices in a subprocess (the count is
+fixed when JAX starts). Under ddp and fsdp, with gradient accumulation, training equals one
+device in float64; an fsdp checkpoint written on 2 devices resumes on 1 device in both backends;
+bad inputs are one line and exit status 2. Runs are 4 steps of the tiny preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import parallel
+from common.checkpoint import load_checkpoint
+from common.config import build_configs
+from common.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = ["--preset", "tiny", "--no-progress", "--device=cpu", "--dtype=float64", "--max_iters=4", "--eval_interval=2"]
+SAME = 1e-12  # one device against many, same framework, float64: round-off of a different summation order
+ACROSS = 1e-9  # torch against JAX after 4 steps in float64 (as the parity suite's rows)
+
+
+def microgpt(*args, data: Path, out: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "backends.cli", "train", *map(str, args), "--data", str(data)]
+    cmd += ["--out", str(out)] if out else []
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def losses(out: Path) -> list[float]:
+    with open(out / "metrics.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def assert_same_run(a: Path, b: Path, tol: float, steps: int | None = None) -> None:
+    la, lb = losses(a)[:steps], losses(b)[:steps]
+    assert len(la) == len(lb) and np.max(np.abs(np.subtract(la, lb))) <= tol, (la, lb)
+    ca, cb = load_checkpoint(a / "last"), load_checkpoint(b / "last")
+    assert ca.step == cb.step
+    for name in ("weights", "optimizer"):
+        x, y = getattr(ca, name), getattr(cb, name)
+        assert set(x) == set(y)
+        worst = max(float(np.max(np.abs(np.asarray(x[k], np.float64) - np.asarray(y[k], np.float64)))) for k in x)
+        assert worst <= tol, (name, worst)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, shakespeare_path) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_bytes(shakespeare_path.read_bytes()[:100_000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("one") / "out"
+    microgpt("--backend", "torch", *RUN, data=corpus, out=out)
+    return out
+
+
+# -- the shared slicing ----------------------------------------------------------------------------
+
+def test_micro_batches_and_rank_slices_cover_the_global_batch_in_order():
+    batch = np.arange(24).reshape(12, 2)
+    parts = [parallel.rank_slice(m, r, 3) for m in parallel.micro_batches(batch, 2) for r in range(3)]
+    assert np.array_equal(np.concatenate(parts), batch)
+    assert np.array_equal(parallel.stacked_micro_batches(batch, 2)[1], batch[6:])
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (dict(devices=2), "--parallel ddp"),
+    (dict(devices=3, parallel="ddp"), "multiple of 3"),
+    (dict(devices=2, parallel="fsdp", gradient_accumulation_steps=4), "multiple of 8"),
+    (dict(parallel="mesh"), "choose one of: none, ddp, fsdp"),
+])
+def test_bad_parallel_configs_are_refused(overrides, words):
+    with pytest.raises(UserError, match=words):
+        build_configs("tiny", overrides)
+
+
+# -- torch: 2 gloo processes through torch's launcher ----------------------------------------------
+
+def test_torch_ddp_on_2_processes_equals_1(tmp_path, corpus, one_device):
+    out = tmp_path / "ddp"
+    done = microgpt("--backend", "torch", "--devices", 2, "--parallel", "ddp", *RUN, data=corpus, out=out)
+    assert done.stdout.count("done at step 4") == 1  # rank 0 alone reports
+    assert_same_run(one_device, out, SAME)
+
+
+def test_torch_fsdp_checkpoint_resumes_on_1_device_in_both_backends(tmp_path, corpus, one_device):
+    """fsdp with K=2 micro-batches for 2 steps on 2 processes, then 2 more on 1 device: torch
+    matches the uninterrupted 1-device run to round-off, JAX to the cross-framework tolerance."""
+    out = tmp_path / "fsdp"
+    microgpt("--backend", "torch", "--devices", 2, "--parallel", "fsdp", "--gradient_accumulation_steps=2",
+             *RUN[:-2], "--max_iters=2", "--eval_interval=2", data=corpus, out=out)
+    assert np.max(np.abs(np.subtract(losses(out), losses(one_device)[:2]))) <= SAME
+    for backend, tol in (("torch", SAME), ("jax", ACROSS)):
+        resumed = tmp_path / backend
+        subprocess.run(["cp", "-r", str(out), str(resumed)], check=True)
+        microgpt("--backend", backend, "--resume", "--no-progress", "--max_iters=4", data=corpus, out=resumed)
+        ckpt = load_checkpoint(resumed / "last")
+        assert (ckpt.train_config.parallel, ckpt.train_config.devices) == ("none", 1)
+        assert_same_run(one_device, resumed, tol)
+
+
+def test_torch_fsdp_on_1_device_is_accepted(tmp_path, corpus, one_device):
+    out = tmp_path / "fsdp1"
+    microgpt("--backend", "torch", "--parallel", "fsdp", *RUN, data=corpus, out=out)
+    assert_same_run(one_device, out, SAME)
+
+
+# -- JAX: 2 host devices in one subprocess ----------------------------------------------------------
+
+JAX_RUNS = """
+import json, sys
+from backends.jax import parallel
+parallel.request_host_devices(2)
+import jax
+from backends import trainloop
+data, root = sys.argv[1:3]
+base = dict(device="cpu", dtype="float64", max_iters=4, eval_interval=2)
+runs = {"one": {}, "ddp": dict(devices=2, parallel="ddp"),
+        "fsdp": dict(devices=2, parallel="fsdp", gradient_accumulation_steps=2, max_iters=2)}
+for name, extra in runs.items():
+    trainloop.train("jax", "tiny", base | extra, data, f"{root}/{name}", progress=False)
+from backends.jax.train import Trainer
+from common.config import build_configs
+shardings = {}
+for mode in ("ddp", "fsdp"):
+    t = Trainer(*build_configs("tiny", dict(device="cpu", devices=2, parallel=mode)))
+    leaves = jax.tree.leaves(t._state)
+    shardings[mode] = {"devices": sorted({len(a.devices()) for a in leaves}),
+                       "sharded": sum(not a.sharding.is_fully_replicated for a in leaves)}
+print(json.dumps({"devices": jax.device_count(), "shardings": shardings}))
+"""
+
+
+@pytest.fixture(scope="module")
+def jax_runs(tmp_path_factory, corpus) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("jax")
+    done = subprocess.run([sys.executable, "-c", JAX_RUNS, str(corpus), str(root)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_jax_lays_ddp_out_replicated_and_fsdp_sharded_on_2_devices(jax_runs):
+    _, info = jax_runs
+    assert info["devices"] == 2
+    assert info["shardings"]["ddp"] == {"devices": [2], "sharded": 0}
+    assert info["shardings"]["fsdp"]["devices"] == [2] and info["shardings"]["fsdp"]["sharded"] > 10
+
+
+def test_jax_ddp_on_2_devices_equals_1(jax_runs):
+    root, _ = jax_runs
+    assert_same_run(root / "one", root / "ddp", SAME)
+
+
+def test_jax_fsdp_checkpoint_resumes_on_1_device_in_both_backends(jax_runs, tmp_path, corpus, one_device):
+    root, _ = jax_runs
+    assert np.max(np.abs(np.subtract(losses(root / "fsdp"), losses(root / "one")[:2]))) <= SAME
+    for backend, reference, tol in (("jax", root / "one", SAME), ("torch", one_device, ACROSS)):
+        resumed = tmp_path / backend
+        subprocess.run(["cp", "-r", str(root / "fsdp"), str(resumed)], check=True)
+        microgpt("--backend", backend, "--resume", "--no-progress", "--max_iters=4", data=corpus, out=resumed)
+        assert_same_run(reference, resumed, tol)
+
+
+# -- bad inputs: one line, exit status 2, no traceback ----------------------------------------------
+
+@pytest.mark.parametrize("backend, args, words", [
+    ("torch", ["--devices", 64, "--parallel", "ddp", "--batch_size=64"], "has only"),
+    ("jax", ["--devices", 64, "--parallel", "ddp", "--batch_size=64"], "has only"),
+    ("torch", ["--devices", 3, "--parallel", "ddp"], "multiple of 3"),
+    ("jax", ["--devices", 2, "--parallel", "fsdp", "--batch_size=5"], "multiple of 2"),
+    ("torch", ["--devices", 2], "--parallel ddp"),
+])
+def test_bad_inputs_are_one_line(tmp_path, corpus, backend, args, words):
+    done = microgpt("--backend", backend, *RUN, *args, data=corpus, out=tmp_path / "out", check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
