@@ -21,6 +21,7 @@ from common.checkpoint import load_checkpoint
 from common.corpus import atomic_write_bytes, load_corpus, resolve_corpus
 from common.errors import UserError
 from common.exact_loss import SPLITS, ExactLoss, batches, plan_windows, summarize, token_nll
+from common.parallel import SINGLE_DEVICE
 
 DEFAULT_BATCH_SIZE = 64  # windows per forward pass
 PROGRESS_MIN_BATCHES = 20  # a progress bar only for splits longer than this
@@ -81,7 +82,7 @@ def evaluate(checkpoint: str | Path, split: str = "val", data: str | None = None
     backend = backend or (ckpt.backend if ckpt.backend in BACKENDS else "torch")
     module = load_backend(backend)
     train_config = replace(ckpt.train_config, device=device, dtype=eval_dtype(ckpt.train_config.dtype),
-                           compile=False)
+                           compile=False, **SINGLE_DEVICE)  # a checkpoint of many devices scores on one
     names = ("train", "val") if split == "both" else (split,)
     result: dict[str, Any] = {"checkpoint": str(path), "step": ckpt.step, "data": str(corpus_path),
                               "backend": backend, "splits": {}}
@@ -137,7 +138,8 @@ def record_best(module, best_dir: Path, tokens, progress: bool = False) -> Exact
     from common.checkpoint import save_checkpoint
 
     ckpt = load_checkpoint(best_dir)
-    train_config = replace(ckpt.train_config, dtype=eval_dtype(ckpt.train_config.dtype), compile=False)
+    # one device: rank 0 alone scores, after the other ranks are done
+    train_config = replace(ckpt.train_config, dtype=eval_dtype(ckpt.train_config.dtype), compile=False, **SINGLE_DEVICE)
     trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
     loss = exact_loss(trainer, tokens, progress=progress, desc="exact val loss")
     ckpt.extra["exact_val_loss"] = loss.to_dict() | {"dtype": trainer.dtype}
