@@ -114,7 +114,7 @@ REFERENCE_BUDGETS: dict[str, dict[str, Budget]] = {
         "logits": Budget(1e-5, "float32 unit round-off 6e-8 through the layers"),
         "loss": Budget(1e-5, "float32 round-off of the loss"),
         "grads": Budget(1e-4, "per tensor: float32 round-off, forward and backward"),
-        "update": Budget(1.0, "AdamW's first update is about lr * sign(g): a gradient within its float32 "
+        "update": Budget(1e-2, "AdamW's first update is about lr * sign(g): a gradient within its float32 "
                               "error of zero may flip (at most 2 * lr)"),
         "loss_curve": Budget(1e-5, "each step's loss, relative, over the run"),
     },
