@@ -11,6 +11,7 @@ each check compares, how errors are measured and why each tolerance is what it i
 - ``session.py``: the trainers, weights, batches and training run the checks share;
 - ``checks.py``: one function per check, independent of each other;
 - ``hooks.py``: the framework-specific parts (native init, submodules);
+- ``reference.py``: bfloat16 (or float32) against a float64 truth (``--against float64``);
 - ``cli.py``: ``microgpt parity``.
 
 ``microgpt parity`` and the tests both call :func:`run_parity`. Nothing here imports a

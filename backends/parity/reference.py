@@ -30,7 +30,8 @@ import numpy as np
 from backends import BACKENDS, load_backend, process
 from backends.parity.report import ParityReport, Row
 from backends.parity.session import synthetic_corpus
-from backends.parity.tolerances import ERROR_RATIO, RATIO_FLOOR, REFERENCE_BUDGETS, REFERENCE_DTYPES
+from backends.parity.tolerances import (ERROR_RATIO, RATIO_FLOOR, REFERENCE_BUDGETS, REFERENCE_DTYPES,
+                                       TENSOR_RATIO_FLOOR)
 from common.batches import BatchSampler
 from common.config import PRESETS, build_configs, to_dict
 from common.errors import UserError
@@ -75,7 +76,7 @@ def error_rows(quantity: str, truth: dict, sides: dict[str, dict], dtype: str, b
     """One row per backend (its error against float64, within the budget) and one for their ratio:
     of the row errors, or with ``per_tensor`` the worst ratio of any one tensor's errors."""
     budget = REFERENCE_BUDGETS[dtype][budget_key]
-    floor = RATIO_FLOOR[dtype]
+    floor = (TENSOR_RATIO_FLOOR if per_tensor else RATIO_FLOOR)[dtype]
     rows, errors, pers = [], {}, {}
     for name, value in sides.items():
         per = pers[name] = normwise_errors(truth, value)

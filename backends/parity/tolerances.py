@@ -86,6 +86,9 @@ TOLERANCES: dict[str, dict[str, Tol]] = {
 REFERENCE_DTYPES = ("bfloat16", "float32")
 ERROR_RATIO = 3.0  # the two backends' errors must be within this factor of each other
 RATIO_FLOOR = {"bfloat16": 1e-5, "float32": 1e-7}  # errors below this count as this, for the ratio
+# per tensor (the gradients' ratio), the floor is the dtype's unit round-off: one tensor computed
+# more exactly by one backend (the JAX head in float32, torch's under autocast in bfloat16) is no fault
+TENSOR_RATIO_FLOOR = {"bfloat16": 2.0 ** -9, "float32": 2.0 ** -24}
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ REFERENCE_BUDGETS: dict[str, dict[str, Budget]] = {
         "logits": Budget(1e-5, "float32 unit round-off 6e-8 through the layers"),
         "loss": Budget(1e-5, "float32 round-off of the loss"),
         "grads": Budget(1e-4, "per tensor: float32 round-off, forward and backward"),
-        "update": Budget(1.0, "AdamW's first update is about lr * sign(g): a gradient within its float32 "
+        "update": Budget(1e-2, "AdamW's first update is about lr * sign(g): a gradient within its float32 "
                               "error of zero may flip (at most 2 * lr)"),
         "loss_curve": Budget(1e-5, "each step's loss, relative, over the run"),
     },
@@ -147,7 +150,9 @@ def reference_table() -> str:
     lines = [f"Against float64 (`--dtype bfloat16`, `--dtype float32 --against float64`): each backend's "
              f"normwise error `‖a − r‖ / ‖r‖` within its budget, and the two backends' errors within "
              f"{ERROR_RATIO:g}× of each other (each first raised to the floor: bfloat16 "
-             f"{RATIO_FLOOR['bfloat16']:.0e}, float32 {RATIO_FLOOR['float32']:.0e}).", "",
+             f"{RATIO_FLOOR['bfloat16']:.0e}, float32 {RATIO_FLOOR['float32']:.0e}; for the gradients, compared "
+             f"tensor by tensor, the unit round-off: {TENSOR_RATIO_FLOOR['bfloat16']:.1e}, "
+             f"{TENSOR_RATIO_FLOOR['float32']:.1e}).", "",
              "| budget | rows | bfloat16 | float32 | why |", "|---|---|---|---|---|"]
     for key, bf in REFERENCE_BUDGETS["bfloat16"].items():
         f32 = REFERENCE_BUDGETS["float32"][key]
