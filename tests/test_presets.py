@@ -51,9 +51,8 @@ ONLY_IN_NANOGPT = {
     "wandb_project": "no wandb (see wandb_log)",
     "wandb_run_name": "no wandb (see wandb_log)",
     "dataset": "--data (tiny Shakespeare by default)",
-    "gradient_accumulation_steps": "1 (nanoGPT's shakespeare-char value): one batch per step",
     "decay_lr": "always True: get_lr's warmup and cosine decay",
-    "backend": "one device per run",
+    "backend": "chosen for --parallel: gloo on a CPU, NCCL on CUDA (nanoGPT: nccl)",
 }
 # keys MicroGPT has that mean something else, or defaults that differ on purpose
 DIFFERENT_ON_PURPOSE = {
@@ -68,6 +67,8 @@ ONLY_IN_MICROGPT = {
     "attention": "fused or manual (nanoGPT picks flash attention when torch has it)",
     "tf32": "False, so that the backends compare (nanoGPT switches TF32 on)",
     "compile_mode": "torch.compile's mode (nanoGPT: the default)",
+    "parallel": "none, ddp or fsdp (nanoGPT: DDP whenever torchrun starts it)",
+    "devices": "data-parallel devices, 1 by default (nanoGPT: torchrun's WORLD_SIZE)",
 }
 
 README_BEGIN, README_END = "<!-- preset-differences:begin -->", "<!-- preset-differences:end -->"
