@@ -129,7 +129,7 @@ def write_categories(by_lane: dict[str, dict], path: Path, title: str) -> str:
         ax.annotate(f"{total:.3g} s", (i, total), ha="center", va="bottom", xytext=(0, 3),
                     textcoords="offset points", fontsize=8)
     ax.set_ylabel("seconds per step (profiled steps)")
-    ax.set_title(f"where the step goes: {title}", fontsize=9)
+    ax.set_title(f"where the step goes:\n{title}", fontsize=9)  # two lines: a long CPU name fits
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
