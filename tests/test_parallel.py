@@ -191,3 +191,20 @@ def test_bad_inputs_are_one_line(tmp_path, corpus, backend, args, words):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# -- the benchmark's device counts -------------------------------------------------------------------
+
+def test_benchmark_expands_each_worker_per_device_count():
+    from benchmarks import parallel as bench_parallel
+
+    assert bench_parallel.parse_devices("2,1", "fsdp") == [1, 2]
+    for text, mode, words in (("1,2", None, "--parallel ddp"), (None, "ddp", "needs --devices"), ("0", "ddp", "positive")):
+        with pytest.raises(UserError, match=words):
+            bench_parallel.parse_devices(text, mode)
+    item = {"lane": "jax", "spec": {"backend": "jax", "label": "jax 1/1", "overrides": {"device": "cpu"}}}
+    one, two = bench_parallel.expand([item], [1, 2], "fsdp")
+    assert one["spec"]["overrides"] | {} == {"device": "cpu", "parallel": "none", "devices": 1}
+    assert two["lane"] == "jax x2" and two["spec"]["overrides"]["parallel"] == "fsdp"
+    assert "--xla_force_host_platform_device_count=2" in two["spec"]["xla_flags"]
+    assert "torch.distributed.run" in bench_parallel.worker_command({"backend": "torch", "devices": 2})
