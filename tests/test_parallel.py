@@ -104,6 +104,9 @@ def test_torch_fsdp_checkpoint_resumes_on_1_device_in_both_backends(tmp_path, co
     microgpt("--backend", "torch", "--devices", 2, "--parallel", "fsdp", "--gradient_accumulation_steps=2",
              *RUN[:-2], "--max_iters=2", "--eval_interval=2", data=corpus, out=out)
     assert np.max(np.abs(np.subtract(losses(out), losses(one_device)[:2]))) <= SAME
+    sample = subprocess.run([sys.executable, "-m", "backends.cli", "sample", "--checkpoint", str(out), "--device", "cpu",
+                             "--max-new-tokens", "5", "--prompt", "KING"], cwd=REPO, capture_output=True, text=True)
+    assert sample.returncode == 0 and sample.stdout.startswith("KING"), sample.stderr[-2000:]  # on one device
     for backend, tol in (("torch", SAME), ("jax", ACROSS)):
         resumed = tmp_path / backend
         subprocess.run(["cp", "-r", str(out), str(resumed)], check=True)
