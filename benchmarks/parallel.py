@@ -51,6 +51,13 @@ def expand(specs: list[dict[str, Any]], counts: list[int] | None, mode: str | No
     return out
 
 
+def expand_lanes(lanes: list[dict[str, Any]], counts: list[int] | None) -> list[dict[str, Any]]:
+    """The report's lanes, one per lane and device count (as ``expand`` names them)."""
+    if counts is None:
+        return lanes
+    return [ln | {"name": f"{ln['name']} x{n}", "about": f"{ln['about']}; {n} device(s)"} for ln in lanes for n in counts]
+
+
 def worker_command(spec: dict[str, Any]) -> list[str]:
     n = int(spec.get("devices", 1))
     if spec["backend"] == "torch" and n > 1:

@@ -233,8 +233,10 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
     }
-    specs = parallel.expand(specs, parallel.parse_devices(args.devices, args.parallel), args.parallel)
-    settings.update(devices=args.devices, parallel=args.parallel)
+    counts = parallel.parse_devices(args.devices, args.parallel)
+    specs = parallel.expand(specs, counts, args.parallel)
+    settings.update(devices=args.devices, parallel=args.parallel, lanes=parallel.expand_lanes(settings["lanes"], counts),
+                    order=[f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs])
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
 

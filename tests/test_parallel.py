@@ -104,6 +104,9 @@ def test_torch_fsdp_checkpoint_resumes_on_1_device_in_both_backends(tmp_path, co
     microgpt("--backend", "torch", "--devices", 2, "--parallel", "fsdp", "--gradient_accumulation_steps=2",
              *RUN[:-2], "--max_iters=2", "--eval_interval=2", data=corpus, out=out)
     assert np.max(np.abs(np.subtract(losses(out), losses(one_device)[:2]))) <= SAME
+    sample = subprocess.run([sys.executable, "-m", "backends.cli", "sample", "--checkpoint", str(out), "--device", "cpu",
+                             "--max-new-tokens", "5", "--prompt", "KING"], cwd=REPO, capture_output=True, text=True)
+    assert sample.returncode == 0 and sample.stdout.startswith("KING"), sample.stderr[-2000:]  # on one device
     for backend, tol in (("torch", SAME), ("jax", ACROSS)):
         resumed = tmp_path / backend
         subprocess.run(["cp", "-r", str(out), str(resumed)], check=True)
@@ -191,3 +194,20 @@ def test_bad_inputs_are_one_line(tmp_path, corpus, backend, args, words):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# -- the benchmark's device counts -------------------------------------------------------------------
+
+def test_benchmark_expands_each_worker_per_device_count():
+    from benchmarks import parallel as bench_parallel
+
+    assert bench_parallel.parse_devices("2,1", "fsdp") == [1, 2]
+    for text, mode, words in (("1,2", None, "--parallel ddp"), (None, "ddp", "needs --devices"), ("0", "ddp", "positive")):
+        with pytest.raises(UserError, match=words):
+            bench_parallel.parse_devices(text, mode)
+    item = {"lane": "jax", "spec": {"backend": "jax", "label": "jax 1/1", "overrides": {"device": "cpu"}}}
+    one, two = bench_parallel.expand([item], [1, 2], "fsdp")
+    assert one["spec"]["overrides"] | {} == {"device": "cpu", "parallel": "none", "devices": 1}
+    assert two["lane"] == "jax x2" and two["spec"]["overrides"]["parallel"] == "fsdp"
+    assert "--xla_force_host_platform_device_count=2" in two["spec"]["xla_flags"]
+    assert "torch.distributed.run" in bench_parallel.worker_command({"backend": "torch", "devices": 2})

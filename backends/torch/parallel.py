@@ -24,7 +24,6 @@ from common import parallel as common_parallel
 from common.config import TrainConfig
 from common.errors import UserError
 
-LAUNCHED = "LOCAL_RANK" in os.environ  # started by torchrun (or another torch launcher)
 
 
 def available_devices(device: str) -> tuple[int, str]:

@@ -257,7 +257,8 @@ class Trainer:
                 with self.autocast:
                     _, loss = self.forward(xk, yk)
                 (loss / K if K > 1 else loss).backward()
-            total = loss.detach() / K if total is None else total + loss.detach() / K
+            if K > 1:
+                total = loss.detach() / K if total is None else total + loss.detach() / K
         if self.train_config.grad_clip > 0:
             clip_grad_norm(list(self.model.parameters()), self.train_config.grad_clip)
         self.optimizer.step()
