@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from backends import BACKENDS, load_backend, process
-from common import config as config_mod
 from common.checkpoint import load_checkpoint
 from common.corpus import atomic_write_bytes, load_corpus, resolve_corpus
 from common.errors import UserError
