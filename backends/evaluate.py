@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import BACKENDS, load_backend, process
+from common import outputs
 from common.checkpoint import load_checkpoint
 from common.corpus import atomic_write_bytes, load_corpus, resolve_corpus
 from common.errors import UserError
@@ -111,12 +112,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, help="tokens between windows (default block_size // 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda/gpu, mps")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.json:  # the output location is checked before any work (common/outputs.py)
+        outputs.check_file(args.json, "--json", args.overwrite)
     result = evaluate(args.checkpoint, args.split, args.data, args.backend, args.batch_size, args.device,
                       args.stride, progress=not args.no_progress and sys.stderr.isatty())
     print(f"{result['checkpoint']} (step {result['step']}), {result['backend']} {result['dtype']} on "

@@ -253,6 +253,12 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
                                                   ("--sample-tokens must be >= 1",), ()),
     "parity --checks ''": (lambda c: ["parity", "--checks", ""], ("no check was named",), ()),
     "parity --checks ,": (lambda c: ["parity", "--checks", ","], ("no check was named",), ()),
+    "parity --json over an existing file": (lambda c: ["parity", "--json", str(c.file("parity.json"))],
+                                            ("already exists", "--overwrite"), ()),
+    "parity --json unwritable": (lambda c: ["parity", "--json", "/proc/microgpt-nowhere/p.json"], ("cannot write",), ()),
+    "eval --json over an existing file": (lambda c: ["eval", "--checkpoint", str(c.work / "none"), "--json",
+                                                     str(c.file("eval.json"))], ("already exists", "--overwrite"), ()),
+    "parity --json is a folder": (lambda c: ["parity", "--json", str(c.file("pd/x").parent)], ("is a folder",), ()),
 }
 
 

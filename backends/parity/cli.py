@@ -10,6 +10,7 @@ import numpy as np
 
 from backends.parity.checks import CHECKS
 from backends.parity.tolerances import PARITY_DTYPES
+from common import outputs
 from common.config import PRESETS
 from common.errors import UserError
 
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", default="torch", help="backend to compare against (default torch)")
     p.add_argument("--candidate", default="jax", help="backend under test (default jax)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the full report, per tensor, as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.set_defaults(func=main)
     return p
 
@@ -43,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from backends.parity import run_parity
 
+    if args.json:  # the output location is checked before any work (common/outputs.py)
+        outputs.check_file(args.json, "--json", args.overwrite)
     checks = None if args.checks is None else [c.strip() for c in args.checks.split(",") if c.strip()]
     report = run_parity(args.dtype, args.preset, args.seed, steps=args.steps, checks=checks,
                         reference=args.reference, candidate=args.candidate, device=args.device,
@@ -52,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         path = Path(args.json)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report.to_dict(), indent=1, default=_json_default) + "\n", encoding="utf-8")
+            outputs.atomic_write_text(path, json.dumps(report.to_dict(), indent=1, default=_json_default) + "\n")
         except OSError as exc:
             raise UserError(f"cannot write {str(path)!r} ({exc.strerror}); choose another --json path") from None
     return 0 if report.passed else 1
