@@ -32,6 +32,7 @@ CATEGORIES = (
     "loss",                 # log-softmax and cross-entropy, fwd and bwd
     "optimizer",            # gradient clipping, AdamW, weight decay, learning rate
     "copies/layout",        # copies, transposes, concatenation, embedding gather and scatter
+    "communication",        # collectives between devices: all-reduce, all-gather, reduce-scatter (--parallel)
     "framework",            # no op running: Python, dispatch, runtime, waiting
     "other",                # an op no rule knows
 )

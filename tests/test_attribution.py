@@ -133,3 +133,26 @@ def test_the_headline_peak_is_the_best_engine_cached_for_the_device():
     again = matmul_rate.record_peak("torch | float32 | onednn", rates(1e11), lambda n: "probe e", engine="torch oneDNN",
                                     device="cpu|X")
     assert again["flops_per_s"] == 3e11 and again["this_probe_flops_per_s"] == 1e11 and again["probes"] == 2
+
+
+def test_collectives_are_communication_in_both_classifiers():
+    """Many devices: torch.distributed's collectives and XLA's are their own category."""
+    from backends.jax import hlo
+    from backends.torch import bench
+
+    class _T:  # what op_classifier reads of a trainer
+        class train_config: batch_size = 4
+        class model_config: block_size = 16
+    classify = bench.op_classifier(_T())
+    for name in ("c10d::allreduce_", "gloo:all_reduce", "nccl:all_gather", "record_param_comms",
+                 "_c10d_functional::reduce_scatter_tensor"):
+        assert classify(name, {}, ()) == "communication", name
+    assert classify("aten::broadcast_to", {}, ()) != "communication"
+    text = """HloModule m
+
+ENTRY %main (p: f32[8]) -> f32[8] {
+  %p = f32[8]{0} parameter(0)
+  ROOT %all-reduce.1 = f32[8]{0} all-reduce(f32[8]{0} %p), replica_groups={{0,1}}, to_apply=%add
+}
+"""
+    assert hlo.categories(text, tokens=8, vocab=65, n_embd=8) == {"all-reduce.1": "communication"}

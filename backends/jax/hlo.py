@@ -20,6 +20,10 @@ _SHAPE = re.compile(r"^[a-z]+\d*\[([\d,]*)\]")
 _MOVEMENT = {"copy", "transpose", "bitcast", "reshape", "broadcast", "concatenate", "slice", "dynamic-slice",
              "dynamic-update-slice", "pad", "gather", "scatter", "iota", "parameter", "constant", "tuple",
              "get-tuple-element", "convert", "reverse", "select"}
+# collectives the compiler inserts on a device mesh (--parallel ddp|fsdp), sync or async halves
+_COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all", "all-reduce-start",
+                "all-reduce-done", "all-gather-start", "all-gather-done", "collective-permute-start",
+                "collective-permute-done"}
 _RANDOM = {"random_bits", "threefry2x32", "random_wrap", "random_unwrap", "random_split", "random_fold_in",
            "shift_right_logical", "shift_left"}
 
@@ -84,6 +88,8 @@ def classify(instr: Instruction, computations: dict, every: dict[str, Instructio
     ops = {i.opcode for i in inner}
     primitives = {i.primitive for i in inner}
     named = [i.op_name for i in inner if i.op_name]
+    if ops & _COLLECTIVES:
+        return "communication"
     if named and not any("jvp(" in n for n in named):
         return "optimizer"  # outside value_and_grad: clipping, AdamW, weight decay, the lr
     for dot in (i for i in inner if i.opcode in ("dot", "convolution")):

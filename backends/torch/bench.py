@@ -263,6 +263,14 @@ _BY_NAME = [  # (category, aten op names) for everything that is not a matmul
                        "aten::_local_scalar_dense", "aten::result_type", "aten::set_", "aten::unbind"}),
 ]
 _CATEGORY = {name: category for category, names in _BY_NAME for name in names}
+# torch.distributed's collectives (DDP's bucketed all-reduce, FSDP2's all-gather and reduce-scatter), by
+# the names the profiler gives them: c10d ops, the backend's own events (gloo:/nccl:) and record_param_comms
+_COLLECTIVE_PREFIXES = ("c10d::", "_c10d_functional::", "c10d_functional::", "gloo:", "nccl:", "record_param_comms")
+_COLLECTIVE_WORDS = ("all_reduce", "allreduce", "all_gather", "allgather", "reduce_scatter", "all_to_all")
+
+
+def _is_collective(name: str) -> bool:
+    return name.startswith(_COLLECTIVE_PREFIXES) or any(w in name.lower() for w in _COLLECTIVE_WORDS)
 
 
 def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
@@ -275,6 +283,8 @@ def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
     def classify(name: str, args: dict, ancestors: tuple) -> str | None:
         if name.startswith("Optimizer."):  # torch.optim's record_function around step / zero_grad
             return "optimizer"
+        if _is_collective(name):
+            return "communication"
         if not name.startswith("aten::"):
             return None
         if name in _MATMULS:
