@@ -45,6 +45,8 @@ def expand(specs: list[dict[str, Any]], counts: list[int] | None, mode: str | No
             spec["overrides"] = spec["overrides"] | {"parallel": mode if n > 1 else "none", "devices": n}
             spec["devices"] = n
             spec["label"] = f"{spec['label']} x{n}"
+            if spec.get("profile_dir"):  # each device count traces into a folder of its own
+                spec["profile_dir"] = f"{spec['profile_dir']}-x{n}"
             if spec["backend"] == "jax" and n > 1:
                 spec["xla_flags"] = " ".join(f for f in (spec.get("xla_flags", ""), HOST_DEVICES_FLAG.format(n=n)) if f)
             out.append(item | {"lane": f"{item['lane']} x{n}", "spec": spec})

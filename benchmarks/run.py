@@ -134,7 +134,9 @@ def check_outputs(args: argparse.Namespace, sweep_key: str | None = None, lanes=
     if args.profile:
         folder = outputs.check_dir(args.profile, "--profile")
         used = [ln.name.replace(" ", "-") for ln in lanes]
-        taken = sorted(n for n in used if (folder / n).is_dir() and any((folder / n).iterdir()))
+        # a lane's folder, or one per sweep value or device count (``torch-x2``)
+        taken = sorted(d.name for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir() and any(d.iterdir())
+                       and any(d.name == n or d.name.startswith(n + "-") for n in used))
         if taken and not args.overwrite:
             raise UserError(f"--profile {str(folder)!r} already holds traces in {', '.join(taken)}; choose another "
                             "folder or pass --overwrite to add new traces beside them")

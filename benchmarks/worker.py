@@ -223,6 +223,9 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
 
     # -- outside the timed run --------------------------------------------------------------------
     if spec.get("profile_dir"):
+        rank = int(os.environ.get("RANK", "0"))  # torch ranks all trace (their collectives pair up); rank 0 reports
+        if rank:
+            spec = spec | {"profile_dir": os.path.join(spec["profile_dir"], f"rank{rank}")}
         path = bench.profile(trainer, *first, int(spec.get("profile_steps", 3)), spec["profile_dir"])
         result["profile"] = {"trace": path, "steps": int(spec.get("profile_steps", 3))}
         try:

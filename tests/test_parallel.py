@@ -221,3 +221,8 @@ def test_benchmark_expands_each_worker_per_device_count():
     assert two["lane"] == "jax x2" and two["spec"]["overrides"]["parallel"] == "fsdp"
     assert "--xla_force_host_platform_device_count=2" in two["spec"]["xla_flags"]
     assert "torch.distributed.run" in bench_parallel.worker_command({"backend": "torch", "devices": 2})
+    # with --profile each device count traces into a folder of its own (torch-x1, torch-x2)
+    traced = {"lane": "torch", "spec": {"backend": "torch", "label": "torch 1/1", "overrides": {},
+                                        "profile_dir": "/p/torch"}}
+    assert [w["spec"]["profile_dir"] for w in bench_parallel.expand([traced], [1, 2], "ddp")] == ["/p/torch-x1",
+                                                                                                 "/p/torch-x2"]
