@@ -156,12 +156,15 @@ def _train(module, backend, preset, model_config, train_config, tokenizer, corpu
                 save_checkpoint(out_dir / BEST, ckpt)
         saved["step"] = step
 
-    stop = {"requested": False}
+    stop = {"requested": False, "at": 0.0}
 
     def on_sigint(signum, frame):
-        if stop["requested"]:  # a second Ctrl-C stops at once
+        # a second Ctrl-C stops at once; not one within a second of the first: under torchrun a rank gets
+        # the terminal's SIGINT and the launcher's forwarded copy of it
+        if stop["requested"] and time.monotonic() - stop["at"] > 1.0:
             raise KeyboardInterrupt
-        stop["requested"] = True
+        if not stop["requested"]:
+            stop["requested"], stop["at"] = True, time.monotonic()
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
     tokens_per_iter = train_config.batch_size * model_config.block_size

@@ -122,6 +122,29 @@ def test_torch_fsdp_on_1_device_is_accepted(tmp_path, corpus, one_device):
     assert_same_run(one_device, out, SAME)
 
 
+def test_torch_ctrl_c_under_the_launcher_saves_once_and_exits_130(tmp_path, corpus):
+    """Ctrl-C reaches every process of the terminal's group: the launcher, which forwards it, and the
+    ranks, which so get it twice; rank 0 saves last/ and all stop at the same step."""
+    import signal
+    import time
+
+    out = tmp_path / "ctrl-c"
+    cmd = [sys.executable, "-m", "backends.cli", "train", "--backend", "torch", "--devices", "2", "--parallel", "ddp",
+           "--preset", "tiny", "--no-progress", "--device=cpu", "--max_iters=1000000", "--eval_interval=50",
+           "--data", str(corpus), "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (out / "last" / "checkpoint.safetensors").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "interrupted at step" in output, output[-3000:]
+    assert load_checkpoint(out / "last").step > 0
+
+
 # -- JAX: 2 host devices in one subprocess ----------------------------------------------------------
 
 JAX_RUNS = """

@@ -39,12 +39,18 @@ def launch(argv: list[str], devices: int, device: str) -> int:
     common_parallel.check_available(devices, *available_devices(device))
     from torch.distributed import run as torchrun
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={devices}", "-m", "backends.cli", *argv])
     try:
         torchrun.run(args)
+    except SignalException:  # Ctrl-C: the launcher forwarded it, rank 0 saved and said so
+        return 130
     except Exception as exc:  # the ranks have printed their own errors; one line here
         failures = getattr(exc, "failures", {})
         codes = {f.exitcode for f in failures.values()} if failures else {1}
+        if codes == {130}:  # every rank stopped on Ctrl-C, after rank 0 saved
+            return 130
         print(f"microgpt: error: {len(failures) or 'a'} rank(s) failed", file=sys.stderr)
         return 2 if codes == {2} else max(codes)
     return 0
