@@ -75,7 +75,7 @@ def test_differences_are_tagged():
     for topic in ("(in, out)", "rngs", "mask", "attend", "_init_weights", "epsilon", "dot_product_attention"):
         assert any(topic in line for line in tagged), topic
     assert TAG in torch_src
-    train_src = "\n".join((REPO / f"backends/jax/{name}.py").read_text(encoding="utf-8") for name in ("train", "layout"))
+    train_src = "\n".join((REPO / f"backends/jax/{name}.py").read_text(encoding="utf-8") for name in ("train", "layout", "sampling", "device"))
     for topic in ("jit", "functional gradients", "explicit key", "(in, out)"):
         assert any(topic in line for line in train_src.splitlines() if TAG in line), topic
 

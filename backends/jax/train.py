@@ -1,4 +1,5 @@
-"""Training, evaluation and sampling for the JAX GPT (Flax NNX + optax). Read it side by side
+"""Training and evaluation for the JAX GPT (Flax NNX + optax); sampling is ``sampling.py``, devices
+and process settings ``device.py`` (both re-exported here, the backend module). Read it side by side
 with ``backends/torch/train.py``: the same functions in the same order, and a ``Trainer`` with
 the same methods (the contract is ``backends/interface.py``).
 
@@ -14,10 +15,9 @@ brought up to date (``nnx.update``) only when something outside the step reads t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,9 @@ import optax
 from flax import nnx
 
 from backends.jax import layout, parallel
+from backends.jax.device import as_device, process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
 from backends.jax.model import GPT
+from backends.jax.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype
 from common.errors import UserError
 from common.params import check_weights, init_weights
@@ -34,50 +36,6 @@ from common.schedule import get_lr
 
 BACKEND = "jax"
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "bfloat16": jnp.bfloat16}
-
-
-def _gpus() -> list:
-    try:
-        return jax.devices("gpu")
-    except RuntimeError:  # no GPU backend in this jaxlib, or no GPU on this machine
-        return []
-
-
-def select_device(requested: str = "auto") -> jax.Device:
-    """A GPU if present, else the CPU; an explicit GPU request must be met."""
-    if requested in ("cuda", "gpu"):
-        if not _gpus():
-            raise UserError(f"--device {requested} was asked for, but jax sees no GPU; "
-                            "install a CUDA jaxlib (pip install -U 'jax[cuda12]') or use --device cpu or auto")
-        return _gpus()[0]
-    if requested == "mps":  # [torch≠jax] Apple's MPS is a torch device; jax runs on the CPU there
-        raise UserError("--device mps is only for the torch backend; use --device cpu or auto with jax")
-    if requested == "cpu":
-        return jax.devices("cpu")[0]
-    return (_gpus() or jax.devices("cpu"))[0]
-
-
-def _device(device: jax.Device | str | None) -> jax.Device:
-    return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
-
-
-def resolve_dtype(requested: str, device: jax.Device) -> str:
-    """``auto`` means bfloat16 compute on a GPU, float32 elsewhere."""
-    if requested != "auto":
-        return requested
-    return "bfloat16" if device.platform == "gpu" else "float32"
-
-
-@contextlib.contextmanager
-def process_settings(train_config: TrainConfig) -> Iterator[None]:
-    """The process-wide settings a run needs (``backends.process``), undone after: 64-bit mode exactly
-    for float64; on a GPU, float32 matmuls in full precision unless ``tf32`` (a CPU's always are).
-    [torch≠jax] 64 bits need JAX's 64-bit mode, a process-wide switch read when arrays are made;
-    there is no global seed: dropout keys are model state (``nnx.Rngs``)."""
-    on_gpu = train_config.device != "cpu" and bool(_gpus())
-    precision = ("tensorfloat32" if train_config.tf32 else "highest") if on_gpu else None
-    with jax.enable_x64(train_config.dtype == "float64"), jax.default_matmul_precision(precision):
-        yield
 
 
 def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
@@ -93,7 +51,7 @@ def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = No
     params = nnx.as_pure(nnx.state(model, nnx.Param))
     nnx.update(model, jax.tree.map(lambda p: p.astype(DTYPES[param_dtype]), params))
     model.set_attributes(nnx.Embed, dtype=DTYPES[param_dtype])  # Embed fixed its dtype when built
-    nnx.update(model, jax.device_put(nnx.as_pure(nnx.state(model)), _device(device)))
+    nnx.update(model, jax.device_put(nnx.as_pure(nnx.state(model)), as_device(device)))
     load_weights(model, init_weights(config, seed) if weights is None else weights)
     return model
 
@@ -176,7 +134,7 @@ def estimate_loss(model: GPT, get_batch: Callable, eval_iters: int,
     out = {}
     model.eval()  # dropout off
     graphdef, state = nnx.split(model)  # one graph traversal; the jitted forward takes plain arrays
-    device = _device(device)
+    device = as_device(device)
     for split in ("train", "val"):
         losses = []
         for k in range(eval_iters):
@@ -185,81 +143,6 @@ def estimate_loss(model: GPT, get_batch: Callable, eval_iters: int,
         out[split] = float(np.mean(np.asarray(jnp.stack(losses), dtype=np.float64)))  # one host sync per split
     model.train()  # dropout back on
     return out
-
-
-SAMPLE_CHUNK = 32  # tokens per call of the compiled sampling loop
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_uniforms"))
-def _sample_chunk(window, last, key, uniforms, temperature, state, *, graphdef, greedy, top_k, use_uniforms):
-    """One token per row of ``uniforms`` (chunk, B), each picked after ``window[:, last]`` and
-    written into the window (shifted left once full); returns the new tokens as (B, chunk)."""
-    model = nnx.merge(graphdef, state)
-
-    def one_token(carry, u):
-        window, last, key = carry
-        key, subkey = jax.random.split(key)
-        logits, _ = model(window)
-        logits = logits[:, last, :].astype(jnp.float32)  # (B, vocab_size): only the current position predicts
-        if greedy:
-            idx_next = jnp.argmax(logits, axis=-1)
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                v, _ = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))
-                logits = jnp.where(logits < v[:, -1:], -jnp.inf, logits)
-            if use_uniforms:
-                cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-                idx_next = jnp.minimum((cdf <= u[:, None]).sum(-1), logits.shape[-1] - 1)
-            else:
-                idx_next = jax.random.categorical(subkey, logits, axis=-1)
-        idx_next = idx_next.astype(window.dtype)  # (B,)
-        full = last == window.shape[1] - 1
-        window = jnp.where(full, jnp.roll(window, -1, axis=1), window)  # keep the last block_size tokens
-        last = jnp.where(full, last, last + 1)
-        return (window.at[:, last].set(idx_next), last, key), idx_next
-
-    (window, last, key), tokens = jax.lax.scan(one_token, (window, last, key), uniforms)
-    return window, last, key, tokens.T
-
-
-def generate(model: GPT, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, seed: int | None = None, uniforms: np.ndarray | None = None,
-             device: jax.Device | str | None = None) -> np.ndarray:
-    """Continue each row of ``idx`` (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + new).
-
-    ``temperature == 0`` picks the most likely token (greedy). ``seed`` makes sampling
-    reproducible; ``uniforms`` (max_new_tokens, B) in [0, 1) replaces the framework's RNG
-    by inverse-CDF sampling, so that two backends fed the same numbers pick the same tokens.
-    """
-    device = _device(device)
-    was_training = not model.transformer.drop.deterministic
-    model.eval()
-    graphdef, state = nnx.split(model)
-    idx = np.asarray(idx)
-    B, T0 = idx.shape
-    T = model.config.block_size
-    # [torch≠jax] torch grows idx token by token and crops it to block_size; here a compiled loop
-    # (lax.scan) makes SAMPLE_CHUNK tokens per call in a fixed (B, block_size) window, so one
-    # program serves every length (causal attention never reads past `last`)
-    n = min(T0, T)
-    window = np.zeros((B, T), dtype=np.int32)
-    window[:, :n] = idx[:, T0 - n:]
-    window, last = jax.device_put(window, device), jax.device_put(np.int32(n - 1), device)
-    # [torch≠jax] torch draws from a stateful Generator; JAX splits an explicit key per token
-    key = jax.device_put(jax.random.key(0 if seed is None else seed), device)  # committed, as the loop's output
-    u = np.zeros((-(-max_new_tokens // SAMPLE_CHUNK) * SAMPLE_CHUNK, B), dtype=np.float32)  # whole chunks
-    if uniforms is not None:
-        u[:max_new_tokens] = np.asarray(uniforms, dtype=np.float32)[:max_new_tokens]
-    new = [np.zeros((B, 0), dtype=np.int32)]
-    for start in range(0, max_new_tokens, SAMPLE_CHUNK):
-        window, last, key, tokens = _sample_chunk(
-            window, last, key, u[start:start + SAMPLE_CHUNK], np.float32(temperature or 1.0), state,
-            graphdef=graphdef, greedy=temperature == 0, top_k=top_k, use_uniforms=uniforms is not None)
-        new.append(np.asarray(tokens))  # (B, chunk) on the host: memory per token stays constant
-    if was_training:
-        model.train()
-    return np.concatenate([idx, np.concatenate(new, axis=1)[:, :max_new_tokens].astype(idx.dtype)], axis=1)
 
 
 def _train_step(graphdef, state, x, y, lr):

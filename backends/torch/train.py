@@ -1,4 +1,5 @@
-"""Training, evaluation and sampling for the PyTorch GPT. Read it side by side with
+"""Training and evaluation for the PyTorch GPT; sampling is ``sampling.py``, devices and process
+settings ``device.py`` (both re-exported here, the backend module). Read it side by side with
 ``backends/jax/train.py``: the same functions in the same order, and a ``Trainer`` with the
 same methods (the contract is ``backends/interface.py``).
 
@@ -10,13 +11,15 @@ checkpoint written here resumes in JAX and the reverse.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from backends.torch import parallel
+from backends.torch.device import process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
 from backends.torch.model import GPT
+from backends.torch.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype
 from common.errors import UserError
 from common.params import check_weights, init_weights, param_layout
@@ -24,56 +27,6 @@ from common.schedule import get_lr
 
 BACKEND = "torch"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
-
-
-def select_device(requested: str = "auto") -> torch.device:
-    """CUDA if present, then Apple's MPS, then the CPU; an explicit GPU request must be met."""
-    if requested in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {requested} was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-        return torch.device("cuda")
-    if requested == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError("--device mps was asked for, but this machine has no MPS device; use --device cpu or auto")
-        return torch.device("mps")
-    if requested == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_dtype(requested: str, device: torch.device) -> str:
-    """``auto`` means bfloat16 compute on a GPU that supports it, float32 elsewhere."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
-
-
-@contextlib.contextmanager
-def process_settings(train_config: TrainConfig) -> Iterator[None]:
-    """The process-wide settings a run needs (``backends.process``), undone after: float32
-    matmuls in full precision unless ``tf32``, and torch's global generator seeded.
-
-    [torch≠jax] dropout draws its masks from torch's global generator, so its seed is process
-    state (JAX keeps dropout keys in the model); float64 needs no switch."""
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-              torch.get_float32_matmul_precision())
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    try:
-        with torch.random.fork_rng(devices=devices):  # the generators come back as they were
-            torch.backends.cuda.matmul.allow_tf32 = train_config.tf32
-            torch.backends.cudnn.allow_tf32 = train_config.tf32
-            torch.set_float32_matmul_precision("high" if train_config.tf32 else "highest")
-            torch.manual_seed(train_config.seed)
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
-        torch.set_float32_matmul_precision(before[2])
 
 
 def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
@@ -158,46 +111,6 @@ def estimate_loss(model: GPT, get_batch: Callable, eval_iters: int, device: torc
         out[split] = losses.mean().item()  # one host sync per split
     model.train()  # dropout back on
     return out
-
-
-@torch.no_grad()
-def generate(model: GPT, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, seed: int | None = None, uniforms: np.ndarray | None = None,
-             device: torch.device | str | None = None) -> np.ndarray:
-    """Continue each row of ``idx`` (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + new).
-
-    ``temperature == 0`` picks the most likely token (greedy). ``seed`` makes sampling
-    reproducible; ``uniforms`` (max_new_tokens, B) in [0, 1) replaces the framework's RNG
-    by inverse-CDF sampling, so that two backends fed the same numbers pick the same tokens.
-    """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=device)
-    # [torch≠jax] torch draws from a stateful Generator; JAX splits an explicit key per token
-    generator = torch.Generator(device=device)
-    generator.manual_seed(0 if seed is None else seed)
-    for i in range(max_new_tokens):
-        idx_cond = idx[:, -model.config.block_size:]  # crop the context to block_size
-        logits, _ = model(idx_cond)
-        logits = logits[:, -1, :].float()  # (B, vocab_size): only the last position predicts
-        if temperature == 0:
-            idx_next = torch.argmax(logits, dim=-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("inf")
-            probs = torch.softmax(logits, dim=-1)
-            if uniforms is None:
-                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
-            else:
-                u = torch.as_tensor(uniforms[i], dtype=probs.dtype, device=device)[:, None]  # (B, 1)
-                cdf = torch.cumsum(probs, dim=-1)
-                idx_next = torch.clamp((cdf <= u).sum(-1, keepdim=True), max=probs.size(-1) - 1)
-        idx = torch.cat((idx, idx_next), dim=1)
-    model.train(was_training)
-    return idx.cpu().numpy()
 
 
 class Trainer:

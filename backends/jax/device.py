@@ -1,0 +1,56 @@
+"""Devices and process-wide settings for the JAX backend; ``backends/torch/device.py`` is its mirror.
+Part of the backend module's contract (``backends/interface.py``), re-exported by ``train.py``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import jax
+
+from common.config import TrainConfig
+from common.errors import UserError
+
+
+def _gpus() -> list:
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:  # no GPU backend in this jaxlib, or no GPU on this machine
+        return []
+
+
+def select_device(requested: str = "auto") -> jax.Device:
+    """A GPU if present, else the CPU; an explicit GPU request must be met."""
+    if requested in ("cuda", "gpu"):
+        if not _gpus():
+            raise UserError(f"--device {requested} was asked for, but jax sees no GPU; "
+                            "install a CUDA jaxlib (pip install -U 'jax[cuda12]') or use --device cpu or auto")
+        return _gpus()[0]
+    if requested == "mps":  # [torch≠jax] Apple's MPS is a torch device; jax runs on the CPU there
+        raise UserError("--device mps is only for the torch backend; use --device cpu or auto with jax")
+    if requested == "cpu":
+        return jax.devices("cpu")[0]
+    return (_gpus() or jax.devices("cpu"))[0]
+
+
+def as_device(device: jax.Device | str | None) -> jax.Device:
+    return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
+
+
+def resolve_dtype(requested: str, device: jax.Device) -> str:
+    """``auto`` means bfloat16 compute on a GPU, float32 elsewhere."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if device.platform == "gpu" else "float32"
+
+
+@contextlib.contextmanager
+def process_settings(train_config: TrainConfig) -> Iterator[None]:
+    """The process-wide settings a run needs (``backends.process``), undone after: 64-bit mode exactly
+    for float64; on a GPU, float32 matmuls in full precision unless ``tf32`` (a CPU's always are).
+    [torch≠jax] 64 bits need JAX's 64-bit mode, a process-wide switch read when arrays are made;
+    there is no global seed: dropout keys are model state (``nnx.Rngs``)."""
+    on_gpu = train_config.device != "cpu" and bool(_gpus())
+    precision = ("tensorfloat32" if train_config.tf32 else "highest") if on_gpu else None
+    with jax.enable_x64(train_config.dtype == "float64"), jax.default_matmul_precision(precision):
+        yield

@@ -1,0 +1,92 @@
+"""Sampling from the JAX GPT: ``generate``, which ``Trainer.generate`` and ``microgpt sample`` run;
+``backends/torch/sampling.py`` is its mirror.
+
+[torch≠jax] JAX compiles chunks of tokens (``lax.scan`` in a fixed ``(B, block_size)`` window) and
+copies each chunk to the host: linear time and constant memory per token, one compile per shape."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from backends.jax.device import as_device
+from backends.jax.model import GPT
+
+
+SAMPLE_CHUNK = 32  # tokens per call of the compiled sampling loop
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_uniforms"))
+def _sample_chunk(window, last, key, uniforms, temperature, state, *, graphdef, greedy, top_k, use_uniforms):
+    """One token per row of ``uniforms`` (chunk, B), each picked after ``window[:, last]`` and
+    written into the window (shifted left once full); returns the new tokens as (B, chunk)."""
+    model = nnx.merge(graphdef, state)
+
+    def one_token(carry, u):
+        window, last, key = carry
+        key, subkey = jax.random.split(key)
+        logits, _ = model(window)
+        logits = logits[:, last, :].astype(jnp.float32)  # (B, vocab_size): only the current position predicts
+        if greedy:
+            idx_next = jnp.argmax(logits, axis=-1)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                v, _ = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))
+                logits = jnp.where(logits < v[:, -1:], -jnp.inf, logits)
+            if use_uniforms:
+                cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+                idx_next = jnp.minimum((cdf <= u[:, None]).sum(-1), logits.shape[-1] - 1)
+            else:
+                idx_next = jax.random.categorical(subkey, logits, axis=-1)
+        idx_next = idx_next.astype(window.dtype)  # (B,)
+        full = last == window.shape[1] - 1
+        window = jnp.where(full, jnp.roll(window, -1, axis=1), window)  # keep the last block_size tokens
+        last = jnp.where(full, last, last + 1)
+        return (window.at[:, last].set(idx_next), last, key), idx_next
+
+    (window, last, key), tokens = jax.lax.scan(one_token, (window, last, key), uniforms)
+    return window, last, key, tokens.T
+
+
+def generate(model: GPT, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None, uniforms: np.ndarray | None = None,
+             device: jax.Device | str | None = None) -> np.ndarray:
+    """Continue each row of ``idx`` (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + new).
+
+    ``temperature == 0`` picks the most likely token (greedy). ``seed`` makes sampling
+    reproducible; ``uniforms`` (max_new_tokens, B) in [0, 1) replaces the framework's RNG
+    by inverse-CDF sampling, so that two backends fed the same numbers pick the same tokens.
+    """
+    device = as_device(device)
+    was_training = not model.transformer.drop.deterministic
+    model.eval()
+    graphdef, state = nnx.split(model)
+    idx = np.asarray(idx)
+    B, T0 = idx.shape
+    T = model.config.block_size
+    # [torch≠jax] torch grows idx token by token and crops it to block_size; here a compiled loop
+    # (lax.scan) makes SAMPLE_CHUNK tokens per call in a fixed (B, block_size) window, so one
+    # program serves every length (causal attention never reads past `last`)
+    n = min(T0, T)
+    window = np.zeros((B, T), dtype=np.int32)
+    window[:, :n] = idx[:, T0 - n:]
+    window, last = jax.device_put(window, device), jax.device_put(np.int32(n - 1), device)
+    # [torch≠jax] torch draws from a stateful Generator; JAX splits an explicit key per token
+    key = jax.device_put(jax.random.key(0 if seed is None else seed), device)  # committed, as the loop's output
+    u = np.zeros((-(-max_new_tokens // SAMPLE_CHUNK) * SAMPLE_CHUNK, B), dtype=np.float32)  # whole chunks
+    if uniforms is not None:
+        u[:max_new_tokens] = np.asarray(uniforms, dtype=np.float32)[:max_new_tokens]
+    new = [np.zeros((B, 0), dtype=np.int32)]
+    for start in range(0, max_new_tokens, SAMPLE_CHUNK):
+        window, last, key, tokens = _sample_chunk(
+            window, last, key, u[start:start + SAMPLE_CHUNK], np.float32(temperature or 1.0), state,
+            graphdef=graphdef, greedy=temperature == 0, top_k=top_k, use_uniforms=uniforms is not None)
+        new.append(np.asarray(tokens))  # (B, chunk) on the host: memory per token stays constant
+    if was_training:
+        model.train()
+    return np.concatenate([idx, np.concatenate(new, axis=1)[:, :max_new_tokens].astype(idx.dtype)], axis=1)

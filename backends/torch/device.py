@@ -1,0 +1,62 @@
+"""Devices and process-wide settings for the PyTorch backend; ``backends/jax/device.py`` is its mirror.
+Part of the backend module's contract (``backends/interface.py``), re-exported by ``train.py``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from common.config import TrainConfig
+from common.errors import UserError
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """CUDA if present, then Apple's MPS, then the CPU; an explicit GPU request must be met."""
+    if requested in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {requested} was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        return torch.device("cuda")
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError("--device mps was asked for, but this machine has no MPS device; use --device cpu or auto")
+        return torch.device("mps")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(requested: str, device: torch.device) -> str:
+    """``auto`` means bfloat16 compute on a GPU that supports it, float32 elsewhere."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+@contextlib.contextmanager
+def process_settings(train_config: TrainConfig) -> Iterator[None]:
+    """The process-wide settings a run needs (``backends.process``), undone after: float32
+    matmuls in full precision unless ``tf32``, and torch's global generator seeded.
+
+    [torch≠jax] dropout draws its masks from torch's global generator, so its seed is process
+    state (JAX keeps dropout keys in the model); float64 needs no switch."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.get_float32_matmul_precision())
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):  # the generators come back as they were
+            torch.backends.cuda.matmul.allow_tf32 = train_config.tf32
+            torch.backends.cudnn.allow_tf32 = train_config.tf32
+            torch.set_float32_matmul_precision("high" if train_config.tf32 else "highest")
+            torch.manual_seed(train_config.seed)
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
