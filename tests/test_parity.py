@@ -228,3 +228,50 @@ def test_checks_give_the_same_rows_in_any_order():
 def test_every_check_has_a_name_on_the_command_line():
     assert CHECKS == ("forward", "adam", "run", "schedule", "eval", "greedy", "sampling", "crossload",
                       "submodules", "init")
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_attention_weights_are_each_blocks_causal_softmax_and_leave_the_trainer_as_it_was(
+        name, model_config, train_config, batch):
+    """What ``--against float64`` compares as the attention weights: per block, (B, nh, T, T),
+    rows summing to 1, nothing above the diagonal, equal across backends in float64; the
+    Trainer's forward (fused attention, no capture) and its next step are as before."""
+    import dataclasses
+
+    from backends import load_backend, process
+    from backends.parity.hooks import HOOKS
+
+    mod = load_backend(name)
+    tc = dataclasses.replace(train_config, dtype="float64", attention="fused")
+    w = init_weights(model_config, 0, dtype=np.float64)
+    x, y = batch()
+    with process.settings(mod, tc):
+        trainer = mod.Trainer(model_config, tc, w)
+        before = trainer.logits(x)
+        weights = HOOKS[name]().attention_weights(trainer, x)
+        assert np.array_equal(trainer.logits(x), before)
+        assert math.isfinite(float(trainer.step(x, y)))
+    with process.settings(load_backend("torch"), tc):  # the other side: torch's float64 weights
+        truth = HOOKS["torch"]().attention_weights(load_backend("torch").Trainer(model_config, tc, w), x)
+    assert list(weights) == [f"h.{i}" for i in range(model_config.n_layer)]
+    for block, a in weights.items():
+        assert a.shape == (4, model_config.n_head, 16, 16)
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-12)
+        assert not np.triu(a, 1).any()  # position t attends to 0..t only
+        np.testing.assert_allclose(a, truth[block], atol=1e-13)
+        assert a.std() > 0  # not a constant standing in for the capture
+
+
+def test_parity_switches_the_presets_dropout_off_and_says_so():
+    """Each framework draws its own dropout masks: a parity run at shakespeare-char (dropout 0.2)
+    would compare two random masks. Off by default, an explicit override kept."""
+    from backends.parity import make_configs
+    from common.config import to_dict
+
+    mc, tc = make_configs("shakespeare-char", "float32", 0)
+    assert mc.dropout == 0.0
+    assert make_configs("shakespeare-char", "float32", 0, model_overrides={"dropout": 0.1})[0].dropout == 0.1
+    header = ParityReport([], "float32", "shakespeare-char", 0, "torch", "jax", 1, to_dict(mc), to_dict(tc)).format_table()
+    assert "dropout 0.2 off" in header.splitlines()[0]
+    tiny = ParityReport([], "float32", "tiny", 0, "torch", "jax", 1, to_dict(make_configs("tiny", "float32", 0)[0]), {})
+    assert "dropout" not in tiny.format_table().splitlines()[0]

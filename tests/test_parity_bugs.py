@@ -9,8 +9,9 @@ the bug cannot touch still pass. Only the checks a bug can reach are run, to kee
 fast; the clean suite, which runs them all, is in ``test_parity.py``.
 
 The last tests do the same for the bfloat16 check against float64 (``backends/parity/reference.py``):
-a JAX backend computing a LayerNorm or the loss in bfloat16, where torch computes them in float32,
-must fail it. They patch the model's own ``layer_norm``, ``softmax`` and ``cross_entropy``.
+a backend computing a LayerNorm, the softmax or the loss in bfloat16, where the other computes them
+in float32, must fail it. They patch the model's own ``layer_norm``, ``softmax`` and ``cross_entropy``
+(JAX's; for the softmax torch's as well, to show the check is not one-sided).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from common.params import INIT_STD  # noqa: E402
 pytestmark = pytest.mark.slow
 
 jax_model = pytest.importorskip("backends.jax.model")
+torch_model = pytest.importorskip("backends.torch.model")
 jax_train = load_backend("jax")
 
 
@@ -310,7 +312,7 @@ def bf16_reference():
 def test_bf16_against_float64_passes_clean(all_programs):
     report = bf16_reference()
     assert report.passed, report.failed_quantities()
-    assert len(report.rows) == 15
+    assert len(report.rows) == 21
 
 
 class BF16LayerNorm(nnx.LayerNorm):
@@ -361,9 +363,25 @@ def test_bf16_loss_in_bfloat16_fails(bf16_loss):
     assert_passes(report, "logits: jax vs float64", "logits: jax/torch error ratio")
 
 
-@pytest.mark.xfail(strict=True, reason="measured on XLA:CPU at tiny: a bfloat16 softmax moves no error by more than "
-                                        "~1.3x (near-uniform attention at init; XLA computes bfloat16 elementwise "
-                                        "ops in float32 and rounds each), below the 3x ratio; see backends/parity/README.md")
 def test_bf16_softmax_in_bfloat16_fails(bf16_softmax):
+    # each block's softmax output against float64: rounded to bfloat16 its error is the unit
+    # round-off (~2e-3), where a float32 softmax carries only the scores' error (~4e-5 at init)
     report = bf16_reference()
-    assert not report.passed
+    assert_fails(report, "attention weights: jax/torch error ratio")
+    assert_passes(report, "attention weights: jax vs float64", "logits: jax vs float64", "loss: jax vs float64")
+
+
+def test_bf16_softmax_in_bfloat16_fails_in_torch_too(monkeypatch):
+    """The same mistake in the other backend: CPU autocast runs ``F.softmax`` without ``dtype=`` in
+    bfloat16. torch's side is recomputed (not taken from the cache), JAX's clean side reused."""
+    import torch.nn.functional as F
+
+    from backends.parity.reference import run_reference
+
+    monkeypatch.setattr(torch_model, "softmax", lambda att: F.softmax(att, dim=-1))
+    reuse = dict(_REUSE, keep={"float64", "jax"})  # the buggy torch side stays out of _REUSE
+    report = run_reference("bfloat16", "tiny", 0, steps=REFERENCE_STEPS, device="cpu", reuse=reuse)
+    print(report.format_table())
+    assert_fails(report, "attention weights: jax/torch error ratio")
+    errors = report.row("attention weights: jax/torch error ratio").details
+    assert errors["torch"] > 10 * errors["jax"]  # torch's is the one that moved

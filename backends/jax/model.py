@@ -72,10 +72,10 @@ def layer_norm(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 def softmax(att: jax.Array) -> jax.Array:
-    """The attention weights over the last axis, computed in float32 at least: under bfloat16
-    compute the scores come out of a bfloat16 matmul; the next matmul takes the weights in bfloat16.
-    [torch≠jax] torch's autocast casts them back for that matmul; here the cast is explicit."""
-    return jax.nn.softmax(att.astype(jnp.promote_types(att.dtype, jnp.float32)), axis=-1).astype(att.dtype)
+    """The attention weights over the last axis, computed and returned in float32 at least: under
+    bfloat16 compute the scores come out of a bfloat16 matmul; the weighted sum rounds the weights
+    to bfloat16 again."""
+    return jax.nn.softmax(att.astype(jnp.promote_types(att.dtype, jnp.float32)), axis=-1)
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -130,7 +130,8 @@ class CausalSelfAttention(nnx.Module):
             att = jnp.where(causal_mask(T), att, -jnp.inf)  # position t sees 0..t
             att = softmax(att)  # float32 at least
             att = self.attn_dropout(att)
-            y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+            # [torch≠jax] torch's autocast casts the weights to bfloat16 for this matmul; here it is explicit
+            y = att.astype(v.dtype) @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
             y = y.transpose(0, 2, 1, 3)  # (B, T, nh, hs)
         y = y.reshape(B, T, C)  # heads side by side again: (B, T, C)
         y = self.resid_dropout(self.c_proj(y))

@@ -43,7 +43,7 @@ def _parallel_rows(session):
     return parallel(session)
 
 __all__ = ["CHECKS", "PARITY_DTYPES", "TOLERANCES", "ParityReport", "Row", "Session", "Tol", "compare",
-           "init_std_row", "make_configs", "run_parity", "running", "synthetic_corpus"]
+           "init_std_row", "make_configs", "parity_overrides", "run_parity", "running", "synthetic_corpus"]
 
 
 def make_configs(preset: str, dtype: str, seed: int, model_overrides: dict | None = None,
@@ -55,10 +55,17 @@ def make_configs(preset: str, dtype: str, seed: int, model_overrides: dict | Non
         hint = (" (bfloat16 is compared against float64, not backend against backend: drop --against backend)"
                 if dtype == "bfloat16" else "")
         raise UserError(f"unknown parity dtype {dtype!r}{hint}; choose one of: {', '.join(PARITY_DTYPES)}")
-    overrides = dict(model_overrides or {})
-    overrides.update(train_overrides or {})
-    overrides.update(dtype=dtype, seed=seed, tf32=False, compile=False, device=device, attention=attention)
-    return build_configs(preset, overrides)
+    return build_configs(preset, parity_overrides(dtype, seed, model_overrides, train_overrides, device, attention))
+
+
+def parity_overrides(dtype: str, seed: int, model_overrides: dict | None, train_overrides: dict | None,
+                     device: str, attention: str) -> dict:
+    """The settings every parity run makes over its preset. Dropout is off unless asked for: each
+    framework draws its masks from its own RNG, so with a preset's dropout (shakespeare-char's 0.2)
+    gradients and training runs would compare two different random masks, not two implementations;
+    dropout is tested on its own (tests/test_dropout.py)."""
+    return ({"dropout": 0.0} | dict(model_overrides or {}) | dict(train_overrides or {})
+            | dict(dtype=dtype, seed=seed, tf32=False, compile=False, device=device, attention=attention))
 
 
 @contextlib.contextmanager

@@ -74,6 +74,30 @@ class TorchHooks:
         subs["ln_f+lm_head"] = wrap(lambda x: model.lm_head(tr.ln_f(x)))
         return subs
 
+    def attention_weights(self, trainer, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each block's attention weights — the softmax's output, (B, nh, T, T), as it enters
+        attention dropout — from the Trainer's eval-mode forward (autocast included) on the manual
+        attention path, the one with a softmax of its own."""
+        blocks = trainer.model.transformer.h
+        captured, handles, modes = {}, [], [block.attn.attention for block in blocks]
+
+        def keep(i):
+            def hook(module, args):
+                captured[f"h.{i}"] = args[0].detach().double().cpu().numpy()
+            return hook
+
+        try:
+            for i, block in enumerate(blocks):
+                block.attn.attention = "manual"
+                handles.append(block.attn.attn_dropout.register_forward_pre_hook(keep(i)))
+            trainer.logits(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for block, mode in zip(blocks, modes):
+                block.attn.attention = mode
+        return captured
+
 
 class JaxHooks:
     name = "jax"
@@ -118,6 +142,39 @@ class JaxHooks:
         subs["ln_f"] = wrap(tr.ln_f)
         subs["ln_f+lm_head"] = wrap(lambda x: tr.wte.attend(tr.ln_f(x)))
         return subs
+
+    def attention_weights(self, trainer, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each block's attention weights — the softmax's output, (B, nh, T, T), as it enters
+        attention dropout — from a jitted eval-mode forward on the manual attention path.
+        [torch≠jax] NNX modules have no hooks: a module that sows its input stands in front of
+        each attention dropout for the call, and ``nnx.capture`` collects what it kept."""
+        import jax
+        from flax import nnx
+
+        class Capture(nnx.Module):
+            def __init__(self, dropout):
+                self.dropout = dropout
+
+            def __call__(self, att):
+                self.sow(nnx.Intermediate, "weights", att)
+                return self.dropout(att)
+
+        model = trainer.model
+        blocks = model.transformer.h
+        saved = [(block.attn.attn_dropout, block.attn.attention) for block in blocks]
+        try:
+            for block, (dropout, _) in zip(blocks, saved):
+                block.attn.attn_dropout, block.attn.attention = Capture(dropout), "manual"
+            model.eval()
+            forward = nnx.jit(nnx.capture(lambda m, idx: m(idx)[0], nnx.Intermediate))
+            _, kept = forward(model, trainer.to_device(x))
+            # paths: ("transformer", "h", i, "attn", "attn_dropout", "weights")
+            return {f"h.{path[2]}": np.asarray(jax.tree.leaves(value)[0], dtype=np.float64)
+                    for path, value in nnx.to_flat_state(kept)}
+        finally:
+            for block, (dropout, mode) in zip(blocks, saved):
+                block.attn.attn_dropout, block.attn.attention = dropout, mode
+            model.train()
 
 
 HOOKS = {"torch": TorchHooks, "jax": JaxHooks}

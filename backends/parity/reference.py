@@ -5,7 +5,9 @@ computation from the same weights and batches (``microgpt parity --dtype bfloat1
 Two frameworks in bfloat16 round at different points, so comparing them with each other says
 little. Here each is compared with float64 instead, on the quantities of the pairwise suite —
 eval-mode logits, the loss, every gradient, one AdamW update, the loss curve of a training run —
-and a backend passes when
+and on each block's attention weights (the softmax's output, captured by
+``hooks.attention_weights``) and their row sums: rounded to bfloat16, a softmax's rows miss 1 by
+its round-off, whatever the scores' own error. A backend passes when
 
 * its error is within the dtype's budget (``tolerances.REFERENCE_BUDGETS``), and
 * its error and the other backend's are of the same size: within ``ERROR_RATIO`` (3×) of each
@@ -28,6 +30,8 @@ import time
 import numpy as np
 
 from backends import BACKENDS, load_backend, process
+from backends.parity import parity_overrides
+from backends.parity.hooks import HOOKS
 from backends.parity.report import ParityReport, Row
 from backends.parity.session import synthetic_corpus
 from backends.parity.tolerances import (ERROR_RATIO, RATIO_FLOOR, REFERENCE_BUDGETS, REFERENCE_DTYPES,
@@ -76,7 +80,9 @@ def error_rows(quantity: str, truth: dict, sides: dict[str, dict], dtype: str, b
     """One row per backend (its error against float64, within the budget) and one for their ratio:
     of the row errors, or with ``per_tensor`` the worst ratio of any one tensor's errors."""
     budget = REFERENCE_BUDGETS[dtype][budget_key]
-    floor = (TENSOR_RATIO_FLOOR if per_tensor else RATIO_FLOOR)[dtype]
+    # the gradients' tensors: a floor at the dtype's round-off; the attention weights are float32
+    # in both backends whatever the dtype, so their errors are compared down to the row's floor
+    floor = (TENSOR_RATIO_FLOOR if budget_key == "grads" else RATIO_FLOOR)[dtype]
     rows, errors, pers = [], {}, {}
     for name, value in sides.items():
         per = pers[name] = normwise_errors(truth, value)
@@ -107,13 +113,16 @@ def error_rows(quantity: str, truth: dict, sides: dict[str, dict], dtype: str, b
 class Measured:
     """Everything the checks compare, computed by one trainer from the shared weights and batches."""
 
-    def __init__(self, trainer, w0: dict, x: np.ndarray, y: np.ndarray, run_batches: list, zero_state: dict):
+    def __init__(self, trainer, hooks, w0: dict, x: np.ndarray, y: np.ndarray, run_batches: list, zero_state: dict):
         def fresh():
             trainer.load_weights(w0)
             trainer.load_optimizer_state(zero_state)
 
         fresh()
         self.logits = {"logits": np.asarray(trainer.logits(x), dtype=np.float64)}
+        self.attention = hooks.attention_weights(trainer, x)  # each block's softmax output
+        # its rows sum to 1 within the softmax's own round-off, whatever the scores' error
+        self.row_sums = {name: w.sum(axis=-1) for name, w in self.attention.items()}
         loss, grads = trainer.loss_and_grads(x, y)
         self.loss = {"loss": float(loss)}
         self.grads = grads
@@ -150,10 +159,9 @@ def run_reference(dtype: str = "bfloat16", preset: str = "tiny", seed: int = 0, 
     for name in backends:
         if name not in BACKENDS:
             raise UserError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    overrides = dict(model_overrides or {}) | dict(train_overrides or {})
-    overrides |= dict(seed=seed, tf32=False, compile=False, device=device, attention=attention)
-    mc, tc = build_configs(preset, overrides | {"dtype": dtype})
-    _, tc64 = build_configs(preset, overrides | {"dtype": "float64"})
+    mc, tc = build_configs(preset, parity_overrides(dtype, seed, model_overrides, train_overrides, device, attention))
+    overrides = parity_overrides("float64", seed, model_overrides, train_overrides, device, attention)
+    _, tc64 = build_configs(preset, overrides)
     start = time.perf_counter()
     data = synthetic_corpus(mc.vocab_size, seed=seed)
     x, y = BatchSampler(data, tc.batch_size, mc.block_size, seed + 100).get_batch("train")
@@ -165,26 +173,30 @@ def run_reference(dtype: str = "bfloat16", preset: str = "tiny", seed: int = 0, 
     reuse = {} if reuse is None else reuse
     key = (dtype, preset, seed, steps, attention, device, repr(sorted(overrides.items())))
 
-    def measure(name, mod, config, weights, state_dtype):
+    def measure(name, mod_name, config, weights, state_dtype):
+        mod = load_backend(mod_name)
         if name in reuse.get("keep", ()) and (name, key) in reuse:
             return reuse[name, key]
         with process.settings(mod, config):
-            result = Measured(mod.Trainer(mc, config, weights), weights, x, y, run_batches, _zero_state(mc, state_dtype))
-        reuse[name, key] = result
+            result = Measured(mod.Trainer(mc, config, weights), HOOKS[mod_name](), weights, x, y, run_batches,
+                              _zero_state(mc, state_dtype))
+        if name in reuse.get("keep", ()):
+            reuse[name, key] = result
         return result
 
-    truth = measure("float64", load_backend(TRUTH), tc64, w64, np.float64)
+    truth = measure("float64", TRUTH, tc64, w64, np.float64)
     for name in backends:
-        measured[name] = measure(name, load_backend(name), tc, w32, np.float32)
+        measured[name] = measure(name, name, tc, w32, np.float32)
     rows: list[Row] = []
-    for quantity, attr in (("logits", "logits"), ("loss", "loss"), ("grads", "grads"),
+    for quantity, attr in (("logits", "logits"), ("attention weights", "attention"),
+                           ("attention row sums", "row_sums"), ("loss", "loss"), ("grads", "grads"),
                            ("adam update", "update"), (f"{steps}-step loss curve", "curve")):
-        key = "loss_curve" if attr == "curve" else attr
+        budget_key = {"curve": "loss_curve", "row_sums": "attention_row_sums"}.get(attr, attr)
         # gradients: tensor by tensor (query, key and value apart), since a bug in one layer's
         # precision shows in its own parameters' gradients; the AdamW update is sign-dominated
         # (lr * g / |g| at the first step), so only its overall size is compared
         view = split_qkv if attr == "grads" else dict
         rows += error_rows(quantity, view(getattr(truth, attr)), {n: view(getattr(m, attr)) for n, m in measured.items()},
-                           dtype, key, per_tensor=attr == "grads")
+                           dtype, budget_key, per_tensor=attr in ("grads", "attention", "row_sums"))
     return ParityReport(rows, dtype, preset, seed, f"{TRUTH} float64", ", ".join(backends), steps, to_dict(mc),
                         to_dict(tc), time.perf_counter() - start)

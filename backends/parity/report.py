@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from backends.parity.tolerances import INIT_SIGMAS, REFERENCE_BUDGETS, TOLERANCES, Tol
-from common.config import ModelConfig
+from common.config import PRESETS, ModelConfig
 from common.params import param_layout
 
 TINY = 1e-300  # floor of the denominator of a relative error
@@ -57,6 +57,12 @@ class ParityReport:
     train_config: dict[str, Any]
     seconds: float = 0.0
 
+    def _dropout_note(self) -> str:
+        preset = PRESETS.get(self.preset, ({}, {}))[0].get("dropout", 0.0)
+        if preset and not self.model_config.get("dropout"):
+            return f" (the preset's dropout {preset:g} off: each framework draws its own masks)"
+        return ""
+
     def failed(self) -> list[Row]:
         return [r for r in self.rows if not r.passed]
 
@@ -81,7 +87,7 @@ class ParityReport:
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
         lines = [
             f"parity: {self.reference} (reference) vs {self.candidate}, {self.dtype}, preset {self.preset}, "
-            f"seed {self.seed}",
+            f"seed {self.seed}" + self._dropout_note(),
             "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
             "  ".join("-" * w for w in widths),
         ]

@@ -103,6 +103,11 @@ REFERENCE_BUDGETS: dict[str, dict[str, Budget]] = {
     "bfloat16": {
         "logits": Budget(1e-2, "bfloat16 keeps 8 bits (unit round-off 2^-9 = 2e-3); a few roundings "
                                "through the layers"),
+        "attention": Budget(1e-2, "each block's softmax output, float32 in both backends, from bfloat16 scores: "
+                                  "their round-off moves it (4e-5 at tiny, 1e-3 at shakespeare-char, at init)"),
+        "attention_row_sums": Budget(1e-5, "the softmax returns float32 at any dtype, so its rows sum to 1 within "
+                                           "float32 round-off (5e-8 measured); rounded to bfloat16 they miss by "
+                                           "2e-4 (T=256) to 2e-3 (T=16)"),
         "loss": Budget(5e-4, "the loss is taken in float32 from the logits: their errors average out; a "
                              "loss rounded to bfloat16 (4e-3 at 4.2) is over it"),
         "grads": Budget(3e-2, "per tensor: bfloat16 round-off of the matmuls, forward and backward"),
@@ -112,6 +117,8 @@ REFERENCE_BUDGETS: dict[str, dict[str, Budget]] = {
     },
     "float32": {
         "logits": Budget(1e-5, "float32 unit round-off 6e-8 through the layers"),
+        "attention": Budget(1e-5, "float32 round-off of the scores, through the layers"),
+        "attention_row_sums": Budget(1e-5, "float32 round-off of the softmax"),
         "loss": Budget(1e-5, "float32 round-off of the loss"),
         "grads": Budget(1e-4, "per tensor: float32 round-off, forward and backward"),
         "update": Budget(1e-2, "AdamW's first update is about lr * sign(g): a gradient within its float32 "
@@ -141,7 +148,7 @@ def markdown_table() -> str:
     return "\n".join(lines) + "\n" + "\n" + reference_table()
 
 
-REFERENCE_ROWS = {"logits": "`logits: …`", "loss": "`loss: …`", "grads": "`grads: …`",
+REFERENCE_ROWS = {"logits": "`logits: …`", "attention": "`attention weights: …`", "attention_row_sums": "`attention row sums: …`", "loss": "`loss: …`", "grads": "`grads: …`",
                   "update": "`adam update: …`", "loss_curve": "`N-step loss curve: …`"}
 
 

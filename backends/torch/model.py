@@ -30,7 +30,7 @@ def layer_norm(config: ModelConfig) -> nn.LayerNorm:
 
 
 def softmax(att: torch.Tensor) -> torch.Tensor:
-    """The attention weights over the last axis, computed in float32 at least: under bfloat16
+    """The attention weights over the last axis, computed and returned in float32 at least: under bfloat16
     autocast the scores come out of a bfloat16 matmul, and CPU autocast (unlike CUDA's) would
     run the softmax in bfloat16; the next matmul rounds the weights to bfloat16 again."""
     return F.softmax(att, dim=-1, dtype=torch.promote_types(att.dtype, torch.float32))
