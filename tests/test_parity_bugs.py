@@ -385,3 +385,15 @@ def test_bf16_softmax_in_bfloat16_fails_in_torch_too(monkeypatch):
     assert_fails(report, "attention weights: jax/torch error ratio")
     errors = report.row("attention weights: jax/torch error ratio").details
     assert errors["torch"] > 10 * errors["jax"]  # torch's is the one that moved
+
+
+@pytest.mark.parametrize("seed", [1, 2, 9])
+def test_bf16_against_float64_passes_clean_at_other_seeds(seed, all_programs):
+    """Clean at seeds other than the default one: seed 9 failed the gradients' ratio (3.08x) while
+    the JAX Linear added its bias in bfloat16; 0.46-0.66x over seeds 0-9 since."""
+    from backends.parity.reference import run_reference
+
+    report = run_reference("bfloat16", "tiny", seed, steps=2, device="cpu")
+    print(report.format_table())
+    assert report.passed, report.failed_quantities()
+    assert 1 / 2.5 < report.row("grads: jax/torch error ratio").max_rel < 2.5  # not at the edge of 3x
