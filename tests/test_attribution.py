@@ -43,11 +43,11 @@ def test_the_sweep_shares_wall_time_and_sums_to_it():
     assert totals["framework"] == pytest.approx(100 - 20 - 15 - 17 - 13)
 
 
-def _tiny_trainer(name):
+def _tiny_trainer(name, **overrides):
     from backends import load_backend
 
     module = load_backend(name)
-    mc, tc = build_configs("tiny", {"device": "cpu", "warmup_iters": 0})
+    mc, tc = build_configs("tiny", {"device": "cpu", "warmup_iters": 0} | overrides)
     trainer = module.Trainer(mc, tc)
     x = np.random.default_rng(0).integers(0, mc.vocab_size, (tc.batch_size, mc.block_size)).astype(np.int32)
     trainer.compile(x, x)
@@ -68,6 +68,48 @@ def test_every_op_of_a_tiny_step_has_a_category(name, tmp_path):
     assert result["shares"]["other"] < 0.03, result["shares"]
     for category in ("forward matmul", "weight-grad matmul", "input-grad matmul", "attention", "layernorm",
                      "optimizer"):
+        assert result["seconds"][category] > 0, (category, result["seconds"])
+
+
+@pytest.mark.parametrize("kernel, category", [
+    ("graph_0_cpp_fused_native_layer_norm_0", "layernorm"),
+    ("graph_1_cpp_fused_add_native_layer_norm_native_layer_norm_backward_view_4", "layernorm"),
+    ("graph_1_cpp_fused__log_softmax__to_copy_add_nll_loss_forward_3", "loss"),
+    ("graph_1_cpp_fused__softmax_masked_fill_2", "attention"),
+    ("graph_0_cpp_fused_gelu_gelu_backward_sum_1", "elementwise"),
+    ("graph_1_cpp_fused_cat_transpose_view_5", "copies/layout"),
+    ("triton_per_fused_native_layer_norm_0", "layernorm"),  # a GPU's Triton kernels, by the same rules
+    ("triton_poi_fused_add_mul_2", "elementwise"),
+    ("## Call CompiledFxGraph fl3gydwz ##", None),  # the wrapper around them is not an op
+    ("CompiledFunctionBackward", None),
+])
+def test_inductor_kernels_are_classified_by_the_ops_they_fuse(kernel, category):
+    from backends.torch import bench
+
+    assert bench.fused_kernel_category(kernel) == category
+    assert bench.op_classifier(_FakeTrainer())(kernel, {}, ()) == category
+
+
+class _FakeTrainer:
+    class train_config:
+        batch_size = 4
+
+    class model_config:
+        block_size = 16
+
+
+def test_torch_compile_kernels_are_named_in_the_profile(tmp_path):
+    """Under torch.compile the C++ kernels record under their own names for the trace, so the
+    fusions holding LayerNorm, the loss and GELU count there, not as "framework"."""
+    from backends.torch import bench
+
+    trainer, x = _tiny_trainer("torch", compile=True)
+    bench.profile(trainer, x, x, 2, tmp_path)
+    events = profiles.load_events(profiles.find_trace(tmp_path, "torch"))
+    assert any("cpp_fused_" in e["name"] for e in events)
+    result = attribution.categories_of_trace(events, bench.op_classifier(trainer))
+    assert result["shares"]["other"] < 0.03, result["shares"]
+    for category in ("forward matmul", "layernorm", "loss", "elementwise", "optimizer"):
         assert result["seconds"][category] > 0, (category, result["seconds"])
 
 

@@ -15,10 +15,12 @@ Mirrors ``backends/jax/bench.py``: the same functions with the same signatures.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -219,17 +221,40 @@ def profile(trainer, x, y, steps: int, out_dir) -> str:
     activities = [ProfilerActivity.CPU]
     if trainer.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    trainer.wait(trainer.step(x, y))  # as in the jax hook: one untraced step first
-    with torch_profile(activities=activities, record_shapes=True) as prof:
-        for _ in range(steps):
-            with record_function("train_step"):
-                trainer.wait(trainer.step(x, y))
+    with _kernels_named(trainer.train_config.compile):
+        trainer.wait(trainer.step(x, y))  # as in the jax hook: one untraced step first
+        with torch_profile(activities=activities, record_shapes=True) as prof:
+            for _ in range(steps):
+                with record_function("train_step"):
+                    trainer.wait(trainer.step(x, y))
     trace = out / "torch_trace.json"
     prof.export_chrome_trace(str(trace))
     sort = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=30)
     (out / "torch_ops.txt").write_text(f"torch.profiler, {steps} steps, sorted by {sort}\n{table}\n")
     return str(trace)
+
+
+@contextlib.contextmanager
+def _kernels_named(compiled: bool) -> Iterator[None]:
+    """Under torch.compile on a CPU, Inductor's generated C++ kernels run inside one
+    ``## Call CompiledFxGraph ##`` event, which the attribution can only call "framework", unless
+    Inductor is asked to record each kernel by name (``cpp.enable_kernel_profile``): for the
+    trace, the graphs are rebuilt that way (the untraced step before the trace does it), and
+    dropped after, so nothing timed ever ran the recording build. (On a GPU the profiler names
+    Triton's kernels by itself.)"""
+    if not compiled:
+        yield
+        return
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    try:
+        with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+            yield
+    finally:
+        torch._dynamo.reset()
 
 
 # -- what each traced op is (benchmarks/attribution.py: the same categories for every backend) ------
@@ -269,6 +294,29 @@ _COLLECTIVE_PREFIXES = ("c10d::", "_c10d_functional::", "c10d_functional::", "gl
 _COLLECTIVE_WORDS = ("all_reduce", "allreduce", "all_gather", "allgather", "reduce_scatter", "all_to_all")
 
 
+# Inductor's generated kernels are named after the ops they fuse (graph_0_cpp_fused_native_layer_norm_0
+# on a CPU, triton_per_fused_native_layer_norm_0 on a GPU): the first rule that matches a part of
+# the name wins, so a fusion holding a LayerNorm and the residual add around it is "layernorm"
+_FUSED_KERNEL = re.compile(r"(cpp|triton_[a-z]+)_fused_")
+_FUSED_BY_PART = [
+    ("loss", ("nll_loss", "log_softmax")),
+    ("attention", ("softmax", "scaled_dot_product", "masked_fill")),
+    ("layernorm", ("layer_norm",)),
+    ("optimizer", ("adam", "foreach", "linalg_vector_norm", "clamp", "reciprocal")),
+    ("copies/layout", ("embedding", "clone", "cat", "copy", "index", "scatter", "gather", "transpose", "permute")),
+]
+
+
+def fused_kernel_category(name: str) -> str | None:
+    """The category of one of Inductor's generated kernels, by the ops its name lists (a pointwise
+    or reduction fusion none of whose parts a rule knows is "elementwise"), or None for another name."""
+    match = _FUSED_KERNEL.search(name)
+    if match is None:
+        return None
+    parts = name[match.end():]
+    return next((category for category, words in _FUSED_BY_PART if any(w in parts for w in words)), "elementwise")
+
+
 def _is_collective(name: str) -> bool:
     return name.startswith(_COLLECTIVE_PREFIXES) or any(w in name.lower() for w in _COLLECTIVE_WORDS)
 
@@ -286,7 +334,7 @@ def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
         if _is_collective(name):
             return "communication"
         if not name.startswith("aten::"):
-            return None
+            return fused_kernel_category(name)  # None: not an op (Python, autograd, the profiler)
         if name in _MATMULS:
             if name in ("aten::bmm", "aten::baddbmm"):
                 return "attention"  # q @ k^T and att @ v, batched over (B, heads)
