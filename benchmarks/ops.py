@@ -95,7 +95,7 @@ def run(argv: list[str]) -> int:
         raise UserError("--repeats must be >= 1 and --seconds > 0")
     overrides = config_mod.parse_overrides(extra) | {"device": args.device}
     mc, _ = config_mod.build_configs(args.preset, overrides)  # a bad config fails here, in one line
-    from benchmarks.run import worker_env
+    from benchmarks.launch import worker_env
 
     results: dict[str, dict[str, dict]] = {b: {} for b in backends}
     for r in range(args.repeats):

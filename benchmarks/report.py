@@ -253,8 +253,8 @@ def format_report(report: dict[str, Any]) -> str:
         from benchmarks import attribution
 
         out.append("")
-        out.append(f"where the step goes (profiled steps, first repeat; seconds per step and share; "
-                   f"benchmarks/README.md says what each category holds)")
+        out.append("where the step goes (profiled steps, first repeat; seconds per step and share; "
+                   "benchmarks/README.md says what each category holds)")
         out.append(attribution.format_table(by_backend))
         out.append("")
     during = next((r["matmul_during_run"]["source"] for r in report["runs"] if r.get("matmul_during_run")), None)

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import math
-import os
 import shlex
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import machine_peak, parallel, sysinfo, variants
+from benchmarks import launch, machine_peak, parallel, sysinfo, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
                                 FALLBACK_STEPS, PROG, _positive, build_parser, parse_sweep, resolve_data)
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
-from common import outputs
 from common.errors import UserError, option_names, reject_unknown_flags, run_command
 
 def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
@@ -67,7 +61,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     config_mod.build_configs(args.preset, overrides)  # a bad config fails here, before the corpus
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
     lanes = variants.lanes(backends, bool(args.compile), args.compile_mode, args.xla_variant)
-    check_outputs(args, sweep[0] if sweep else None, lanes)  # before any worker: never a late traceback
+    launch.check_outputs(args, sweep[0] if sweep else None, lanes)  # before any worker: never a late traceback
     data = resolve_data(args.data, args.quiet)
     values = sweep[1] if sweep else [None]
     groups = []
@@ -120,60 +114,6 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
 
-def check_outputs(args: argparse.Namespace, sweep_key: str | None = None, lanes=()) -> None:
-    """Every file and folder this run will write: writable, and nothing replaced without --overwrite."""
-    from benchmarks import plots
-
-    files = [(flag, path) for flag, path in (("--json", args.json), ("--csv", args.csv)) if path]
-    for flag, path in files:
-        outputs.check_file(path, flag, args.overwrite)
-    if len(files) == 2 and Path(files[0][1]).resolve() == Path(files[1][1]).resolve():
-        raise UserError("--json and --csv name the same file; give each its own path")
-    if args.plot:
-        outputs.check_files_in(args.plot, plots.plot_names(sweep_key, bool(args.profile)), "--plot", args.overwrite)
-    if args.profile:
-        folder = outputs.check_dir(args.profile, "--profile")
-        used = [ln.name.replace(" ", "-") for ln in lanes]
-        # a lane's folder, or one per sweep value or device count (``torch-x2``)
-        taken = sorted(d.name for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir() and any(d.iterdir())
-                       and any(d.name == n or d.name.startswith(n + "-") for n in used))
-        if taken and not args.overwrite:
-            raise UserError(f"--profile {str(folder)!r} already holds traces in {', '.join(taken)}; choose another "
-                            "folder or pass --overwrite to add new traces beside them")
-
-
-def worker_env(xla_flags: str = "") -> dict[str, str]:
-    env = dict(os.environ)
-    if xla_flags:  # a lane's XLA flags, after the user's own
-        env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), xla_flags) if f)
-    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX is imported in the worker
-    repo = str(sysinfo.REPO)
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Start ``benchmarks.worker`` with ``spec`` on stdin; its JSON result, or an error record."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # torch's ranks read it from a file
-        json.dump(spec, spec_file)
-        spec_file.flush()
-        proc = subprocess.run(
-            parallel.worker_command(spec), input=json.dumps(spec), text=True, stdout=subprocess.PIPE,
-            stderr=None if progress else subprocess.PIPE,
-            env=worker_env(spec.get("xla_flags", "")) | {parallel.SPEC_ENV: spec_file.name},
-        )
-    try:
-        lines = [line for line in proc.stdout.splitlines() if line.strip()]
-        result = json.loads(lines[-1])
-        if not isinstance(result, dict):
-            raise ValueError("not an object")
-    except (IndexError, ValueError):
-        tail = (proc.stderr or "").strip().splitlines()[-15:]
-        result = {"status": "error", "error": f"worker exited with status {proc.returncode} and no result"
-                  + (": " + " | ".join(tail) if tail else "")}
-    return result
-
-
 def describe(entry: dict[str, Any]) -> str:
     r = entry
     if r["status"] == "ok":
@@ -185,24 +125,13 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{r['status']}: {r.get('error')}"
 
 
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN or Infinity: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     settings = planned["settings"]
     peaks_by_device = {}
     for r in runs:  # the machine's best matmul over every installed engine, per device timed on
         key = report_mod.device_key(r)
         if r["status"] == "ok" and key not in peaks_by_device:
-            machine_peak.probe_missing(key, settings["backends"], settings["device"], worker_env())
+            machine_peak.probe_missing(key, settings["backends"], settings["device"], launch.worker_env())
             peaks_by_device[key] = machine_peak.headline(key) or r.get("matmul_peak")
     for r in runs:
         if r["status"] == "ok":
@@ -220,7 +149,7 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
     for r in runs:
         if r.get("environment") and r["lane"] not in backend_envs:
             backend_envs[r["lane"]] = r["environment"]
-    return _finite({
+    return launch.finite({
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": [sys.executable, "-m", "benchmarks.run", *argv],
@@ -248,7 +177,7 @@ def run(argv: list[str]) -> int:
     specs = planned["specs"]
     runs: list[dict[str, Any]] = []
     for i, item in enumerate(specs):
-        result = run_worker(item["spec"], planned["progress"])
+        result = launch.run_worker(item["spec"], planned["progress"])
         if result.get("status") == "user_error":
             # e.g. --device gpu without one: the first worker says so; nothing else is started
             raise UserError(result["error"])
@@ -263,20 +192,12 @@ def run(argv: list[str]) -> int:
             print(f"[{i + 1}/{len(specs)}] {item['spec']['label']}: {describe(entry)}", file=sys.stderr, flush=True)
     report = build_report(argv, planned, runs)
     sys.stdout.write(report_mod.format_report(report) + parallel.scaling_table(runs))
-    write_outputs(args, report, report_mod.to_csv)
+    launch.write_outputs(args, report, report_mod.to_csv)
     if args.plot:
         from benchmarks import plots
 
         plots.write_plots(report, args.plot)
     return 0 if all(r["status"] == "ok" for r in runs) else 1
-
-
-def write_outputs(args: argparse.Namespace, report: dict[str, Any], to_csv) -> None:
-    """--json and --csv, each written whole (atomically) or not at all."""
-    if args.json:
-        outputs.atomic_write_text(Path(args.json), json.dumps(report, indent=1, allow_nan=False) + "\n")
-    if args.csv:
-        outputs.atomic_write_text(Path(args.csv), to_csv(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,8 +157,8 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     import shlex
     import sys
 
-    from benchmarks import run as run_mod
-    from benchmarks import sysinfo
+    from benchmarks import launch, sysinfo
+    from benchmarks.options import BACKEND_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, _positive, resolve_data
     from common import config as config_mod
     from common.errors import UserError
 
@@ -167,18 +167,18 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
                         ("--batch-size", args.batch_size), ("--plot", args.plot), ("--profile", args.profile)):
         if given:
             raise UserError(f"{flag} is for the training benchmark (--task train); drop it with --task sample")
-    if args.backend not in run_mod.BACKEND_CHOICES:
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(run_mod.BACKEND_CHOICES)}")
+    if args.backend not in BACKEND_CHOICES:
+        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
     config_mod.preset(args.preset)
-    if args.device not in run_mod.DEVICE_CHOICES:
-        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(run_mod.DEVICE_CHOICES)}")
-    if args.dtype not in run_mod.DTYPE_CHOICES:
-        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(run_mod.DTYPE_CHOICES)}")
+    if args.device not in DEVICE_CHOICES:
+        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
+    if args.dtype not in DTYPE_CHOICES:
+        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
     tokens = DEFAULT_TOKENS if args.sample_tokens is None else args.sample_tokens
     rows = 1 if args.num_samples is None else args.num_samples
-    run_mod._positive("sample-tokens", tokens)
-    run_mod._positive("num-samples", rows)
-    run_mod._positive("repeats", args.repeats)
+    _positive("sample-tokens", tokens)
+    _positive("num-samples", rows)
+    _positive("repeats", args.repeats)
     overrides = config_mod.parse_overrides(extra)
     for key in ("device", "dtype", "tf32"):
         if key in overrides:
@@ -187,13 +187,13 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     if args.dtype != "auto":
         overrides["dtype"] = args.dtype
     model, _ = config_mod.build_configs(args.preset, overrides)
-    run_mod.check_outputs(args)
-    data = run_mod.resolve_data(args.data, args.quiet)
+    launch.check_outputs(args)
+    data = resolve_data(args.data, args.quiet)
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
     specs = plan_specs(backends, args.repeats, args.preset, overrides, data, tokens, rows, args.seed)
     runs = []
     for i, spec in enumerate(specs):
-        result = run_mod.run_worker(spec, progress=False)
+        result = launch.run_worker(spec, progress=False)
         if result.get("status") == "user_error":
             raise UserError(result["error"])
         entry = {**result, "backend": spec["backend"], "repeat": spec["repeat"]}
@@ -208,7 +208,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
                 "repeats": args.repeats, "timed_calls": TIMED_CALLS, "temperature": TEMPERATURE, "top_k": TOP_K,
                 "overrides": overrides, "seed": args.seed,
                 "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")}}
-    report = run_mod._finite({
+    report = launch.finite({
         "schema_version": SCHEMA_VERSION, "task": TASK,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": [sys.executable, "-m", "benchmarks.run", *argv],
@@ -219,5 +219,5 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
         "summary": summarize(runs, backends),
     })
     sys.stdout.write(format_report(report))
-    run_mod.write_outputs(args, report, to_csv)
+    launch.write_outputs(args, report, to_csv)
     return 0 if all(r["status"] == "ok" for r in runs) else 1
