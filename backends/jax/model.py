@@ -48,7 +48,8 @@ def gelu(x):
 
 
 class Linear(nnx.Linear):
-    """``nnx.Linear`` applied to the 2-D view ``(B*T, in)`` of its input, as torch's Linear runs.
+    """``nnx.Linear``'s parameters and compute dtype, applied to the 2-D view ``(B*T, in)`` of its
+    input as torch's Linear runs, the bias added as torch's addmm adds it (below).
 
     [torch≠jax] on a 3-D input XLA:CPU computes the weight gradient by first transposing the
     activation gradient with a strided copy (``copy_bitcast_fusion``): at ``baby`` those copies
