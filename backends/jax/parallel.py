@@ -108,10 +108,11 @@ class Parallel:
 
     def batch(self, array):
         """A global (B, T) batch as the step takes it: (K, B/K, T) for K micro-batches, sharded."""
-        if self.mesh is None and isinstance(array, jax.Array) and (self.accumulation == 1 or array.ndim == 3):
+        array = array if isinstance(array, jax.Array) else np.asarray(array)
+        if self.accumulation > 1 and array.ndim == 2:  # a reshape: on the device already if it was there
+            array = common_parallel.stacked_micro_batches(array, self.accumulation)
+        if self.mesh is None and isinstance(array, jax.Array):
             return array  # already placed (the benchmark places its batches before timing)
-        if self.accumulation > 1 and np.ndim(array) == 2:
-            array = common_parallel.stacked_micro_batches(np.asarray(array), self.accumulation)
         return jax.device_put(array, self.batch_placement(array))
 
     def jit(self, fn: Callable, state) -> Callable:
