@@ -160,7 +160,7 @@ class Trainer:
     def step(self, x, y) -> torch.Tensor:
         """One AdamW step on the batch (x, y); returns the loss, still on the device."""
         set_learning_rate(self.optimizer, get_lr(self.iter_num, self.train_config))
-        K = self.train_config.gradient_accumulation_steps
+        K = self.parallel.accumulation
         total = None
         # K micro-batches, this rank's rows of each (common/parallel.py); gradients add up
         for k, (xk, yk) in enumerate(self.parallel.micro_batches(x, y)):
@@ -186,7 +186,7 @@ class Trainer:
             _, loss = self.forward(self.to_device(x), self.to_device(y))
         loss.backward()
         params = dict(self.model.named_parameters())
-        grads = {s.name: params[s.name].grad.detach().cpu().numpy().copy() for s in param_layout(self.model_config)}
+        grads = {s.name: parallel.numpy(params[s.name].grad) for s in param_layout(self.model_config)}
         self.model.zero_grad(set_to_none=True)
         return loss.item(), grads
 
