@@ -63,19 +63,18 @@ class Parallel:
         self.mode = cfg.parallel
         self.accumulation = cfg.gradient_accumulation_steps
         self.rank, self.world = 0, 1
+        base = self.device = select_device(cfg.device)
+        self.is_main = True
         if self.mode == "none":
-            self.device = select_device(cfg.device)
-            self.is_main = True
             return
-        base = select_device(cfg.device)
         if base.type == "mps":
             raise UserError("--parallel needs CUDA GPUs or the CPU; MPS has no torch.distributed backend")
         if not dist.is_initialized():
+            backend = "nccl" if base.type == "cuda" else "gloo"
             if "RANK" in os.environ:  # torchrun: env:// rendezvous from MASTER_ADDR/PORT, RANK, WORLD_SIZE
-                dist.init_process_group("nccl" if base.type == "cuda" else "gloo")
+                dist.init_process_group(backend)
             elif cfg.devices == 1:  # one process: an in-memory store, no rendezvous
-                dist.init_process_group("nccl" if base.type == "cuda" else "gloo", store=dist.HashStore(),
-                                        rank=0, world_size=1)
+                dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
             else:
                 raise UserError(f"--devices {cfg.devices} with torch runs one process per device: use "
                                 f"microgpt train --devices {cfg.devices} or torchrun --nproc-per-node {cfg.devices} "
@@ -129,7 +128,7 @@ class Parallel:
         ``set_requires_gradient_sync``; nothing to do on one device."""
         if self.mode == "ddp" and not last:
             return module.no_sync()
-        if self.mode == "fsdp":
+        if self.mode == "fsdp" and self.accumulation > 1:  # with one micro-batch it stays on
             module.set_requires_gradient_sync(last)
         return contextlib.nullcontext()
 
