@@ -199,9 +199,8 @@ class Trainer:
         # pytree of arrays, all committed to the device (so the first step's inputs look like every
         # later step's: one compilation); the jitted step maps arrays to arrays, donating the old ones
         # (on a mesh: replicated for ddp, sharded for fsdp; jit keeps the layout from step to step)
-        nnx.update((self._model, self._optimizer), self.parallel.place(nnx.state((self._model, self._optimizer))))
-        self._graphdef, self._state = nnx.split((self._model, self._optimizer))
-        self._synced = True  # do the NNX objects hold the current arrays?
+        self._graphdef = nnx.graphdef((self._model, self._optimizer))
+        self._resplit()  # self._state: the arrays, placed
         self._step_fn = self.parallel.jit(_train_step, self._state)
         self._compiled = None  # the AOT executable from compile(), and the batch it was built for
         self._compiled_for = None
@@ -217,7 +216,7 @@ class Trainer:
         """After the NNX objects were changed outside the step, take their arrays as the state."""
         nnx.update((self._model, self._optimizer), self.parallel.place(nnx.state((self._model, self._optimizer))))
         self._state = nnx.state((self._model, self._optimizer))
-        self._synced = True
+        self._synced = True  # do the NNX objects hold the current arrays? (not after a step)
 
     @property
     def model(self) -> GPT:
