@@ -81,8 +81,12 @@ def _runs(backend: str, configs: str, dtype: str, seed: int, steps: int, out: st
     from common.params import init_weights
 
     module = load_backend(backend)
-    saved, main = {}, True
+    # under torchrun rank 0 writes the file; the one-device runs need no other rank (JAX: one process)
+    main = os.environ.get("RANK", "0") == "0"
+    saved = {}
     for name, mode, devices, accumulation in RUNS:
+        if mode == "none" and not main:
+            continue
         given = json.loads(configs)
         mc = ModelConfig(**given["model"])
         tc = TrainConfig(**given["train"] | dict(parallel=mode, devices=devices, gradient_accumulation_steps=accumulation))
@@ -91,7 +95,6 @@ def _runs(backend: str, configs: str, dtype: str, seed: int, steps: int, out: st
             sampler = BatchSampler(synthetic_corpus(mc.vocab_size, seed=seed), tc.batch_size, mc.block_size, seed)
             losses = [float(trainer.step(*sampler.get_batch("train"))) for _ in range(steps)]
             weights = trainer.weights()  # every rank: fsdp gathers
-        main = trainer.parallel.is_main if mode != "none" else main
         saved[f"{name}/losses"] = np.asarray(losses)
         saved.update({f"{name}|{k}": v for k, v in weights.items()})
     if main:
