@@ -172,5 +172,6 @@ def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def numpy(t: torch.Tensor) -> np.ndarray:
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """A fresh numpy copy of a tensor that may be sharded (FSDP: gathered from every rank)."""
     return full(t).detach().to("cpu", copy=True).numpy()

@@ -45,7 +45,7 @@ def create_model(config: ModelConfig, weights: dict[str, np.ndarray] | None = No
 def export_weights(model: GPT) -> dict[str, np.ndarray]:
     """The model's parameters in the canonical layout, as fresh numpy arrays."""
     params = dict(model.named_parameters())  # the tied lm_head shows up once, as transformer.wte.weight
-    return {spec.name: parallel.numpy(params[spec.name]) for spec in param_layout(model.config)}  # fsdp: gathered
+    return {spec.name: parallel.host_array(params[spec.name]) for spec in param_layout(model.config)}  # fsdp: gathered
 
 
 @torch.no_grad()
@@ -186,7 +186,7 @@ class Trainer:
             _, loss = self.forward(self.to_device(x), self.to_device(y))
         loss.backward()
         params = dict(self.model.named_parameters())
-        grads = {s.name: parallel.numpy(params[s.name].grad) for s in param_layout(self.model_config)}
+        grads = {s.name: parallel.host_array(params[s.name].grad) for s in param_layout(self.model_config)}
         self.model.zero_grad(set_to_none=True)
         return loss.item(), grads
 
@@ -223,7 +223,7 @@ class Trainer:
             for key in ("exp_avg", "exp_avg_sq"):  # before the first step: zeros, as optax starts
                 value = state.get(key)
                 out[f"{key}/{spec.name}"] = (np.zeros(spec.shape, dtype=torch.empty(0, dtype=params[spec.name].dtype).numpy().dtype)
-                                             if value is None else parallel.numpy(value))
+                                             if value is None else parallel.host_array(value))
         return out
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
