@@ -68,6 +68,8 @@ class Parallel:
         self.mesh = jax.make_mesh((cfg.devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                                   devices=devices[:cfg.devices])
         self.replicated = NamedSharding(self.mesh, P())
+        self._rows = NamedSharding(self.mesh, P("data"))  # a (B, T) batch's rows along the mesh
+        self._stacked_rows = NamedSharding(self.mesh, P(None, "data"))  # the same for (K, B/K, T)
 
     # -- where arrays live ----------------------------------------------------------------------
     def _sharding(self, leaf) -> NamedSharding:
@@ -95,7 +97,7 @@ class Parallel:
     @property
     def rows(self):
         """Where a (B, T) batch of the global batch size goes: its rows split along the mesh."""
-        return self.device if self.mesh is None else NamedSharding(self.mesh, P("data"))
+        return self.device if self.mesh is None else self._rows
 
     def batch_placement(self, array):
         """A batch's rows split along the mesh (the axis after the micro-batch axis, if stacked)."""
@@ -104,7 +106,7 @@ class Parallel:
         axis = 1 if np.ndim(array) == 3 else 0
         if np.ndim(array) < 1 or np.shape(array)[axis] % self.world:
             return self.replicated
-        return NamedSharding(self.mesh, P(*([None] * axis), "data"))
+        return self._stacked_rows if axis else self._rows
 
     def batch(self, array):
         """A global (B, T) batch as the step takes it: (K, B/K, T) for K micro-batches, sharded."""
