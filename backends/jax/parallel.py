@@ -47,6 +47,13 @@ def init_hosts() -> None:
         jax.distributed.initialize(coordinator_address=address, num_processes=int(hosts), process_id=int(host))
 
 
+def available_devices(device: jax.Device, devices: list) -> tuple[int, str]:
+    """How many devices ``--devices`` may ask for: the platform's, or on a CPU its cores."""
+    if device.platform == "cpu":  # host devices beyond the cores only share them (as torch's gloo ranks)
+        return min(len(devices), os.cpu_count() or 1), "this machine's CPU cores (one host device each)"
+    return len(devices), f"jax's {device.platform} devices"
+
+
 class Parallel:
     """The mesh, where the state and the batches live on it, and the compiled step's shardings."""
 
@@ -60,11 +67,7 @@ class Parallel:
         if self.mode == "none":
             return
         devices = jax.devices(self.device.platform)  # every host's, after jax.distributed.initialize
-        if self.device.platform == "cpu":  # host devices beyond the cores only share them (as torch's gloo ranks)
-            available, what = min(len(devices), os.cpu_count() or 1), "this machine's CPU cores (one host device each)"
-        else:
-            available, what = len(devices), f"jax's {self.device.platform} devices"
-        common_parallel.check_available(cfg.devices, available, what)
+        common_parallel.check_available(cfg.devices, *available_devices(self.device, devices))
         self.mesh = jax.make_mesh((cfg.devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                                   devices=devices[:cfg.devices])
         self.replicated = NamedSharding(self.mesh, P())
@@ -94,6 +97,8 @@ class Parallel:
         """Where a small replicated input goes (a sampling window, a count): the device or the mesh."""
         return self.device if self.mesh is None else self.replicated
 
+    # [torch≠jax] torch's micro_batches / local hand each rank its rows; here the whole global batch
+    # is placed, its rows split along the mesh
     @property
     def rows(self):
         """Where a (B, T) batch of the global batch size goes: its rows split along the mesh."""
@@ -124,6 +129,7 @@ class Parallel:
         return jax.jit(fn, static_argnums=0, donate_argnums=1, out_shardings=(self.replicated, self.shardings(state)))
 
     # -- agreeing across hosts (one process sees every local device's result already) -------------
+    # [torch≠jax] no mean(): the step's loss comes out of the compiled step replicated (out_shardings)
     def average(self, losses: dict[str, float]) -> dict[str, float]:
         return losses  # estimate_loss's means come from arrays that span the whole mesh
 
