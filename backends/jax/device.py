@@ -33,7 +33,11 @@ def select_device(requested: str = "auto") -> jax.Device:
     return (_gpus() or jax.devices("cpu"))[0]
 
 
-def as_device(device: jax.Device | str | None) -> jax.Device:
+Placement = jax.Device | jax.sharding.Sharding  # where arrays go: a device, or on a mesh a sharding
+
+
+def as_device(device: Placement | str | None) -> Placement:
+    """A name resolved to its device (None: the default one); a device or a sharding as it is."""
     return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
 
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from backends.jax.device import as_device
+from backends.jax.device import Placement, as_device
 from backends.jax.model import GPT
 
 
@@ -55,14 +55,15 @@ def _sample_chunk(window, last, key, uniforms, temperature, state, *, graphdef, 
 
 def generate(model: GPT, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, seed: int | None = None, uniforms: np.ndarray | None = None,
-             device: jax.Device | str | None = None) -> np.ndarray:
+             device: Placement | str | None = None) -> np.ndarray:
     """Continue each row of ``idx`` (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + new).
 
     ``temperature == 0`` picks the most likely token (greedy). ``seed`` makes sampling
     reproducible; ``uniforms`` (max_new_tokens, B) in [0, 1) replaces the framework's RNG
     by inverse-CDF sampling, so that two backends fed the same numbers pick the same tokens.
     """
-    device = as_device(device)
+    # by default where the model lives, as torch's; on a mesh the Trainer passes its replicated sharding
+    device = as_device(device) if device is not None else jax.tree.leaves(nnx.state(model, nnx.Param))[0].sharding
     was_training = not model.transformer.drop.deterministic
     model.eval()
     graphdef, state = nnx.split(model)

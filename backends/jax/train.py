@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 
 from backends.jax import layout, parallel
-from backends.jax.device import as_device, process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
+from backends.jax.device import Placement, as_device, process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
 from backends.jax.model import GPT
 from backends.jax.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype
@@ -125,7 +125,7 @@ def _eval_loss(graphdef, state, x, y):
 
 
 def estimate_loss(model: GPT, get_batch: Callable, eval_iters: int,
-                  device: jax.Device | str | None = None) -> dict[str, float]:
+                  device: Placement | str | None = None) -> dict[str, float]:
     """Mean loss over ``eval_iters`` batches per split, in eval mode, without gradients.
 
     [torch≠jax] no gradients are computed because none are asked for (no ``no_grad`` needed);
