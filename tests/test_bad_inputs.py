@@ -215,6 +215,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "sample --top-k 0": (lambda c: ["sample", "--checkpoint", c.run(), "--top-k", "0"], ("--top-k",), ()),
     "sample --max-new-tokens -1": (lambda c: ["sample", "--checkpoint", c.run(), "--max-new-tokens", "-1"],
                                    ("--max-new-tokens",), ()),
+    "sample --top-k 0 before the checkpoint is read": (
+        lambda c: ["sample", "--checkpoint", c.work / "none", "--top-k", "0"], ("--top-k must be >= 1",), ("none",)),
     "sample a vocabulary without a newline": (
         _sample(lambda m: m["tokenizer"].update(chars=["~" if ch == "\n" else ch for ch in m["tokenizer"]["chars"]])),
         ("--prompt", "no newline"), ()),
