@@ -17,7 +17,6 @@ from common.config import ModelConfig, TrainConfig
 from common.errors import UserError
 from common.tokenizer import CharTokenizer
 
-HISTORY_INTS = ("iter",)
 HISTORY_NUMBERS = ("lr", "loss", "train_loss", "val_loss", "ms_per_iter", "tokens_per_s")
 
 
