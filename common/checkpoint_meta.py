@@ -37,7 +37,8 @@ def _kind(v: Any) -> str:
             int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
 
 
-def check_version(meta: Any, current: int) -> int:
+def check_version(meta: Any) -> int:
+    """The metadata's format_version, a version number; the caller compares it with the one it reads."""
     if not isinstance(meta, dict):
         raise MetadataError(f"the metadata is {_kind(meta)}, not an object")
     if "format_version" not in meta:
