@@ -119,7 +119,7 @@ def check_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bool
     if not path.exists():
         return path
     entries = [e.name for e in path.iterdir()]
-    is_run = any((path / sub / CHECKPOINT_FILE).is_file() for sub in ("last", "best"))
+    is_run = any((path / sub / CHECKPOINT_FILE).is_file() for sub in RUN_SUBDIRS)
     if is_run:
         if not resume and not overwrite:
             raise UserError(f"{flag} {_q(path)} already holds a MicroGPT run; continue it with --resume, "
