@@ -9,7 +9,6 @@ at a time. ``microgpt train`` calls :func:`exact_loss` on its best checkpoint at
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from backends import BACKENDS, load_backend, process
 from common import outputs
 from common.checkpoint import load_checkpoint
-from common.corpus import atomic_write_bytes, load_corpus, resolve_corpus
+from common.corpus import load_corpus, resolve_corpus
 from common.errors import UserError
 from common.exact_loss import SPLITS, ExactLoss, batches, plan_windows, summarize, token_nll
 from common.parallel import SINGLE_DEVICE
@@ -128,10 +127,7 @@ def main(args: argparse.Namespace) -> int:
     for name, loss in result["splits"].items():
         print(f"{name}: {ExactLoss(**loss).describe()}")
     if args.json:
-        try:
-            atomic_write_bytes(Path(args.json), (json.dumps(result, indent=1) + "\n").encode("utf-8"))
-        except OSError as exc:
-            raise UserError(f"cannot write {args.json!r} ({exc.strerror}); choose another --json path") from None
+        outputs.write_json(args.json, result)
     return 0
 
 
