@@ -23,7 +23,7 @@ from common.config import ModelConfig, TrainConfig
 from common.corpus import read_text
 from common.errors import UserError
 from common.params import check_weights
-from common.tokenizer import CharTokenizer
+from common.tokenizer import NOT_ONE_CHARACTER, CharTokenizer, vocabulary_problem
 
 PREFIX = "_orig_mod."
 MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
@@ -64,12 +64,11 @@ def check_itos(itos: dict, path: Path) -> list[str]:
         shown = ", ".join(repr(i) for i in sorted(ids, key=repr)[:5])
         raise UserError(f"{where} has the ids {shown}{' ...' if len(ids) > 5 else ''}, not 0..{len(ids) - 1}; {fix}")
     chars = [itos[i] for i in range(len(ids))]
-    bad = next((c for c in chars if not isinstance(c, str) or len(c) != 1), None)
-    if bad is not None:
-        raise UserError(f"{where} maps an id to {bad!r}, not one character; {fix}")
-    if len(set(chars)) != len(chars):
-        dup = next(c for c in chars if chars.count(c) > 1)
-        raise UserError(f"{where} maps two ids to {dup!r}; {fix}")
+    problem = vocabulary_problem(chars)
+    if problem is not None:
+        kind, c = problem
+        raise UserError(f"{where} maps an id to {c!r}, not one character; {fix}" if kind == NOT_ONE_CHARACTER
+                        else f"{where} maps two ids to {c!r}; {fix}")
     return chars
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from common import config as config_mod
 from common.config import ModelConfig, TrainConfig
 from common.errors import UserError
-from common.tokenizer import CharTokenizer
+from common.tokenizer import NOT_ONE_CHARACTER, CharTokenizer, vocabulary_problem
 
 HISTORY_NUMBERS = ("lr", "loss", "train_loss", "val_loss", "ms_per_iter", "tokens_per_s")
 
@@ -68,12 +68,11 @@ def _tokenizer(data: Any) -> CharTokenizer:
     chars = data.get("chars")
     if not isinstance(chars, list):
         raise MetadataError(f"tokenizer.chars is {_kind(chars)}, not a list of characters")
-    bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
-    if bad:
-        raise MetadataError(f"tokenizer.chars holds {bad[0]!r}, not a single character")
-    if len(set(chars)) != len(chars):
-        dup = next(c for c in chars if chars.count(c) > 1)
-        raise MetadataError(f"tokenizer.chars lists {dup!r} twice")
+    problem = vocabulary_problem(chars)
+    if problem is not None:
+        kind, c = problem
+        raise MetadataError(f"tokenizer.chars holds {c!r}, not a single character" if kind == NOT_ONE_CHARACTER
+                            else f"tokenizer.chars lists {c!r} twice")
     return CharTokenizer(chars)
 
 

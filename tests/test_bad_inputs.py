@@ -226,6 +226,7 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "itos ids are strings": (lambda c: _convert(c, meta=c.meta({str(i): ch for i, ch in enumerate(CHARS)})),
                              ("not 0..",), ()),
     "itos multi-character entry": (lambda c: _convert(c, meta=c.meta(ITOS | {0: "ab"})), ("not one character",), ()),
+    "itos entry None": (lambda c: _convert(c, meta=c.meta(ITOS | {0: None})), ("to None, not one character",), ()),
     "itos duplicate entries": (lambda c: _convert(c, meta=c.meta(ITOS | {0: "a"})), ("two ids",), ()),
     "itos is a list": (lambda c: _convert(c, meta=c.meta(CHARS)), ("no character vocabulary",), ()),
     "--meta is a folder": (lambda c: _convert(c, meta=c.file("metadir/x").parent), ("is a folder",), ()),
