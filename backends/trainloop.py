@@ -91,7 +91,8 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
         model_config, train_config = config_mod.build_configs(preset, overrides, vocab_size=tokenizer.vocab_size)
     corpus = load_corpus(corpus_path, tokenizer)
     corpus.check_block_size(model_config.block_size)
-    outputs.check_run_dir(out_dir, resume=resume, overwrite=overwrite)  # before any work: never a late traceback
+    if not resume:  # (a resumed run's folder was checked before its checkpoint was read)
+        outputs.check_run_dir(out_dir, overwrite=overwrite)  # before any work: never a late traceback
     for folder, names in ((out_dir, METRICS_FILES), (out_dir / LAST, (FILENAME, TOKENIZER_FILENAME)),
                           (out_dir / BEST, (FILENAME, TOKENIZER_FILENAME))):
         outputs.remove_stale_temporaries(folder, names)  # left by a kill inside an atomic write
