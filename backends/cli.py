@@ -7,7 +7,6 @@ Every problem the user can fix ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from backends import BACKENDS
@@ -87,12 +86,11 @@ def run(argv: list[str]) -> int:
             raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if args.preset not in PRESETS:
             raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
-        if overrides.get("devices", 1) > 1 or "WORLD_SIZE" in os.environ:
-            from backends import parallel_launch  # many devices: each framework's own way of starting
+        from backends import parallel_launch  # many devices: each framework's own way of starting
 
-            launched = parallel_launch.prepare(args.backend, args.preset, overrides, argv)
-            if launched is not None:
-                return launched
+        launched = parallel_launch.prepare(args.backend, args.preset, overrides, argv)  # None: train here
+        if launched is not None:
+            return launched
         result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
                                  resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                                  overwrite=args.overwrite)
