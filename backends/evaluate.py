@@ -31,7 +31,7 @@ def exact_loss(trainer, tokens, *, stride: int | None = None, batch_size: int = 
     """The exact loss of ``trainer``'s model on ``tokens`` (one split's token ids)."""
     block_size = trainer.model_config.block_size
     plan = plan_windows(len(tokens), block_size, stride)
-    n_batches = -(-len(plan) // batch_size) if batch_size >= 1 else 0
+    n_batches = -(-len(plan) // batch_size)
     from tqdm import tqdm
 
     bar = tqdm(total=n_batches, desc=desc, unit="batch", file=sys.stderr, leave=False, dynamic_ncols=True,
