@@ -19,7 +19,7 @@ from common import outputs
 from common.checkpoint import load_checkpoint
 from common.corpus import load_corpus, resolve_corpus
 from common.errors import UserError
-from common.exact_loss import SPLITS, ExactLoss, batches, plan_windows, summarize, token_nll
+from common.exact_loss import SPLITS, ExactLoss, batches, check_stride, plan_windows, summarize, token_nll
 from common.parallel import SINGLE_DEVICE
 
 DEFAULT_BATCH_SIZE = 64  # windows per forward pass
@@ -70,8 +70,7 @@ def evaluate(checkpoint: str | Path, split: str = "val", data: str | None = None
         raise UserError(f"there is no checkpoint at {str(checkpoint)!r}; pass a checkpoint directory or a "
                         "training --out directory (holding best/ or last/)")
     ckpt = load_checkpoint(path)
-    if stride is not None and not 1 <= stride <= ckpt.model_config.block_size:
-        raise UserError(f"--stride must be in 1..block_size={ckpt.model_config.block_size}, got {stride}")
+    check_stride(stride, ckpt.model_config.block_size)  # before the corpus and the backend are loaded
     data = data or ckpt.extra.get("data")
     corpus_path = resolve_corpus(data, progress=progress)
     try:
