@@ -97,7 +97,7 @@ def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
     try:
         model_config = ModelConfig(**{k: model_args[k] for k in MODEL_ARGS})
     except UserError as exc:  # the config's own words, without its command-line advice
-        raise UserError(f"{str(ckpt_path)!r}: model_args: {str(exc).split('; ')[0]}; "
+        raise UserError(f"{str(ckpt_path)!r}: model_args: {exc.problem}; "
                         "is it a checkpoint of nanoGPT's train.py?") from None
     if meta:
         tokenizer = read_meta(meta)

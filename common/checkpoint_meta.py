@@ -55,7 +55,7 @@ def _config(cls: type, data: Any, field: str):
     try:
         return config_mod.from_dict(cls, data)
     except UserError as exc:  # the config's own message, without its command-line advice
-        raise MetadataError(f"{field}: {str(exc).split('; ')[0]}") from None
+        raise MetadataError(f"{field}: {exc.problem}") from None
     except TypeError as exc:
         raise MetadataError(f"{field}: {exc}") from None
 
