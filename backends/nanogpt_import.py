@@ -119,8 +119,9 @@ def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
     best = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) and np.isfinite(best) else None
     step = others.get("iter_num")
     step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
-    if nonfinite(weights):
-        raise UserError(f"{str(ckpt_path)!r} holds non-finite weights ({', '.join(nonfinite(weights)[:3])}); "
+    bad_weights = nonfinite(weights)
+    if bad_weights:
+        raise UserError(f"{str(ckpt_path)!r} holds non-finite weights ({', '.join(bad_weights[:3])}); "
                         "import a checkpoint from before the training diverged")
     ckpt = Checkpoint(model_config=model_config, train_config=train_config, tokenizer=tokenizer, weights=weights,
                       step=step, best_val_loss=best,

@@ -242,6 +242,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "raw pickle holding a class": (
         lambda c: _convert(c, ckpt=c.file("raw.pt", pickle.dumps({"model": {}, "x": Fraction(1, 3)}))),
         ("fractions.Fraction", "weights_only"), ()),
+    "ckpt with a NaN weight": (
+        lambda c: _convert(c, ckpt=c.nanogpt(model={k: (v * float("nan") if k == "transformer.wpe.weight" else v)
+                                                    for k, v in c._nanogpt["model"].items()})),
+        ("holds non-finite weights (transformer.wpe.weight)", "before the training diverged"), ()),
     "ckpt that is not a pickle": (lambda c: _convert(c, ckpt=c.file("junk.pt", b"not a checkpoint")),
                                   ("not a checkpoint",), ()),
     # flags
