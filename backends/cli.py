@@ -7,8 +7,6 @@ Every problem the user can fix ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
 
 from backends import BACKENDS
@@ -88,12 +86,11 @@ def run(argv: list[str]) -> int:
             raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if args.preset not in PRESETS:
             raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
-        if overrides.get("devices", 1) > 1 or "WORLD_SIZE" in os.environ:
-            from backends import parallel_launch  # many devices: each framework's own way of starting
+        from backends import parallel_launch  # many devices: each framework's own way of starting
 
-            launched = parallel_launch.prepare(args.backend, args.preset, overrides, argv)
-            if launched is not None:
-                return launched
+        launched = parallel_launch.prepare(args.backend, args.preset, overrides, argv)  # None: train here
+        if launched is not None:
+            return launched
         result = trainloop.train(args.backend, args.preset, overrides, args.data, args.out,
                                  resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
                                  overwrite=args.overwrite)
@@ -105,9 +102,8 @@ def run(argv: list[str]) -> int:
                   f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
         return 130 if result.interrupted else 0
     if args.command == "sample":
-        from backends import trainloop
+        from backends import trainloop  # trainloop.sample checks its numbers before reading the checkpoint
 
-        check_sample_args(args)
         for text in trainloop.sample(args.checkpoint, args.backend, args.prompt, args.max_new_tokens,
                                      args.temperature, args.top_k, args.seed, args.device, args.num_samples):
             print(text)
@@ -121,18 +117,6 @@ def run(argv: list[str]) -> int:
         print(f"wrote {path}")
         return 0
     return args.func(args)
-
-
-def check_sample_args(args: argparse.Namespace) -> None:
-    """Every number of ``microgpt sample`` in range, before the checkpoint is read."""
-    if not math.isfinite(args.temperature) or args.temperature < 0:
-        raise UserError(f"--temperature must be a finite number >= 0 (0 is greedy), got {args.temperature}")
-    if args.num_samples < 1:
-        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.top_k is not None and args.top_k < 1:
-        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
 
 
 def main(argv: list[str] | None = None) -> int:

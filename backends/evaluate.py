@@ -9,7 +9,6 @@ at a time. ``microgpt train`` calls :func:`exact_loss` on its best checkpoint at
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 from backends import BACKENDS, load_backend, process
 from common import outputs
 from common.checkpoint import load_checkpoint
-from common.corpus import atomic_write_bytes, load_corpus, resolve_corpus
+from common.corpus import load_corpus, resolve_corpus
 from common.errors import UserError
-from common.exact_loss import SPLITS, ExactLoss, batches, plan_windows, summarize, token_nll
+from common.exact_loss import SPLITS, ExactLoss, batches, check_stride, plan_windows, summarize, token_nll
 from common.parallel import SINGLE_DEVICE
 
 DEFAULT_BATCH_SIZE = 64  # windows per forward pass
@@ -32,7 +31,7 @@ def exact_loss(trainer, tokens, *, stride: int | None = None, batch_size: int = 
     """The exact loss of ``trainer``'s model on ``tokens`` (one split's token ids)."""
     block_size = trainer.model_config.block_size
     plan = plan_windows(len(tokens), block_size, stride)
-    n_batches = -(-len(plan) // batch_size) if batch_size >= 1 else 0
+    n_batches = -(-len(plan) // batch_size)
     from tqdm import tqdm
 
     bar = tqdm(total=n_batches, desc=desc, unit="batch", file=sys.stderr, leave=False, dynamic_ncols=True,
@@ -71,8 +70,7 @@ def evaluate(checkpoint: str | Path, split: str = "val", data: str | None = None
         raise UserError(f"there is no checkpoint at {str(checkpoint)!r}; pass a checkpoint directory or a "
                         "training --out directory (holding best/ or last/)")
     ckpt = load_checkpoint(path)
-    if stride is not None and not 1 <= stride <= ckpt.model_config.block_size:
-        raise UserError(f"--stride must be in 1..block_size={ckpt.model_config.block_size}, got {stride}")
+    check_stride(stride, ckpt.model_config.block_size)  # before the corpus and the backend are loaded
     data = data or ckpt.extra.get("data")
     corpus_path = resolve_corpus(data, progress=progress)
     try:
@@ -128,10 +126,7 @@ def main(args: argparse.Namespace) -> int:
     for name, loss in result["splits"].items():
         print(f"{name}: {ExactLoss(**loss).describe()}")
     if args.json:
-        try:
-            atomic_write_bytes(Path(args.json), (json.dumps(result, indent=1) + "\n").encode("utf-8"))
-        except OSError as exc:
-            raise UserError(f"cannot write {args.json!r} ({exc.strerror}); choose another --json path") from None
+        outputs.write_json(args.json, result)
     return 0
 
 

@@ -23,7 +23,7 @@ from common.config import ModelConfig, TrainConfig
 from common.corpus import read_text
 from common.errors import UserError
 from common.params import check_weights
-from common.tokenizer import CharTokenizer
+from common.tokenizer import NOT_ONE_CHARACTER, CharTokenizer, vocabulary_problem
 
 PREFIX = "_orig_mod."
 MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
@@ -64,12 +64,11 @@ def check_itos(itos: dict, path: Path) -> list[str]:
         shown = ", ".join(repr(i) for i in sorted(ids, key=repr)[:5])
         raise UserError(f"{where} has the ids {shown}{' ...' if len(ids) > 5 else ''}, not 0..{len(ids) - 1}; {fix}")
     chars = [itos[i] for i in range(len(ids))]
-    bad = next((c for c in chars if not isinstance(c, str) or len(c) != 1), None)
-    if bad is not None:
-        raise UserError(f"{where} maps an id to {bad!r}, not one character; {fix}")
-    if len(set(chars)) != len(chars):
-        dup = next(c for c in chars if chars.count(c) > 1)
-        raise UserError(f"{where} maps two ids to {dup!r}; {fix}")
+    problem = vocabulary_problem(chars)
+    if problem is not None:
+        kind, c = problem
+        raise UserError(f"{where} maps an id to {c!r}, not one character; {fix}" if kind == NOT_ONE_CHARACTER
+                        else f"{where} maps two ids to {c!r}; {fix}")
     return chars
 
 
@@ -98,7 +97,7 @@ def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
     try:
         model_config = ModelConfig(**{k: model_args[k] for k in MODEL_ARGS})
     except UserError as exc:  # the config's own words, without its command-line advice
-        raise UserError(f"{str(ckpt_path)!r}: model_args: {str(exc).split('; ')[0]}; "
+        raise UserError(f"{str(ckpt_path)!r}: model_args: {exc.problem}; "
                         "is it a checkpoint of nanoGPT's train.py?") from None
     if meta:
         tokenizer = read_meta(meta)
@@ -120,8 +119,9 @@ def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
     best = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) and np.isfinite(best) else None
     step = others.get("iter_num")
     step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
-    if nonfinite(weights):
-        raise UserError(f"{str(ckpt_path)!r} holds non-finite weights ({', '.join(nonfinite(weights)[:3])}); "
+    bad_weights = nonfinite(weights)
+    if bad_weights:
+        raise UserError(f"{str(ckpt_path)!r} holds non-finite weights ({', '.join(bad_weights[:3])}); "
                         "import a checkpoint from before the training diverged")
     ckpt = Checkpoint(model_config=model_config, train_config=train_config, tokenizer=tokenizer, weights=weights,
                       step=step, best_val_loss=best,

@@ -91,7 +91,8 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
         model_config, train_config = config_mod.build_configs(preset, overrides, vocab_size=tokenizer.vocab_size)
     corpus = load_corpus(corpus_path, tokenizer)
     corpus.check_block_size(model_config.block_size)
-    outputs.check_run_dir(out_dir, resume=resume, overwrite=overwrite)  # before any work: never a late traceback
+    if not resume:  # (a resumed run's folder was checked before its checkpoint was read)
+        outputs.check_run_dir(out_dir, overwrite=overwrite)  # before any work: never a late traceback
     for folder, names in ((out_dir, METRICS_FILES), (out_dir / LAST, (FILENAME, TOKENIZER_FILENAME)),
                           (out_dir / BEST, (FILENAME, TOKENIZER_FILENAME))):
         outputs.remove_stale_temporaries(folder, names)  # left by a kill inside an atomic write
@@ -268,15 +269,16 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 def sample(checkpoint_path: str | Path, backend: str | None, prompt: str, max_new_tokens: int,
            temperature: float, top_k: int | None, seed: int | None, device: str = "auto",
            num_samples: int = 1) -> list[str]:
-    ckpt = load_checkpoint(find_checkpoint(checkpoint_path))
-    if max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    # every number in range before the checkpoint is read
     if not math.isfinite(temperature) or temperature < 0:
-        raise UserError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
+        raise UserError(f"--temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {num_samples}")
-    if top_k is not None and top_k <= 0:
+    if top_k is not None and top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {top_k}")
+    if max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    ckpt = load_checkpoint(find_checkpoint(checkpoint_path))
     if not prompt:
         raise UserError("--prompt is empty; give at least one character (the default is a newline)")
     if prompt == "\n" and "\n" not in ckpt.tokenizer.stoi:

@@ -120,7 +120,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             "restore it or train again"
         ) from None
     try:
-        version = checkpoint_meta.check_version(meta, FORMAT_VERSION)
+        version = checkpoint_meta.check_version(meta)
         if version > FORMAT_VERSION:
             raise UserError(
                 f"checkpoint {str(file)!r} has format version {version}, newer than the version {FORMAT_VERSION} "

@@ -15,9 +15,8 @@ import numpy as np
 from common import config as config_mod
 from common.config import ModelConfig, TrainConfig
 from common.errors import UserError
-from common.tokenizer import CharTokenizer
+from common.tokenizer import NOT_ONE_CHARACTER, CharTokenizer, vocabulary_problem
 
-HISTORY_INTS = ("iter",)
 HISTORY_NUMBERS = ("lr", "loss", "train_loss", "val_loss", "ms_per_iter", "tokens_per_s")
 
 
@@ -38,7 +37,8 @@ def _kind(v: Any) -> str:
             int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
 
 
-def check_version(meta: Any, current: int) -> int:
+def check_version(meta: Any) -> int:
+    """The metadata's format_version, a version number; the caller compares it with the one it reads."""
     if not isinstance(meta, dict):
         raise MetadataError(f"the metadata is {_kind(meta)}, not an object")
     if "format_version" not in meta:
@@ -55,7 +55,7 @@ def _config(cls: type, data: Any, field: str):
     try:
         return config_mod.from_dict(cls, data)
     except UserError as exc:  # the config's own message, without its command-line advice
-        raise MetadataError(f"{field}: {str(exc).split('; ')[0]}") from None
+        raise MetadataError(f"{field}: {exc.problem}") from None
     except TypeError as exc:
         raise MetadataError(f"{field}: {exc}") from None
 
@@ -68,12 +68,11 @@ def _tokenizer(data: Any) -> CharTokenizer:
     chars = data.get("chars")
     if not isinstance(chars, list):
         raise MetadataError(f"tokenizer.chars is {_kind(chars)}, not a list of characters")
-    bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
-    if bad:
-        raise MetadataError(f"tokenizer.chars holds {bad[0]!r}, not a single character")
-    if len(set(chars)) != len(chars):
-        dup = next(c for c in chars if chars.count(c) > 1)
-        raise MetadataError(f"tokenizer.chars lists {dup!r} twice")
+    problem = vocabulary_problem(chars)
+    if problem is not None:
+        kind, c = problem
+        raise MetadataError(f"tokenizer.chars holds {c!r}, not a single character" if kind == NOT_ONE_CHARACTER
+                            else f"tokenizer.chars lists {c!r} twice")
     return CharTokenizer(chars)
 
 

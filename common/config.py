@@ -9,13 +9,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from common.errors import UserError
-from common.parallel import check_parallel
+from common.parallel import MODES as PARALLEL_MODES, check_parallel
 
 DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float64")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float64")  # what "auto" resolves to, per device
 ATTENTIONS = ("fused", "manual")
-PARALLEL_MODES = ("none", "ddp", "fsdp")  # common/parallel.py; backends/<name>/parallel.py
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 

@@ -18,6 +18,12 @@ class UserError(Exception):
 
     exit_code = 2
 
+    @property
+    def problem(self) -> str:
+        """The message without its advice (what follows the first '; '), for a caller that
+        quotes it inside its own message with its own fix."""
+        return str(self).split("; ")[0]
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2), like every other bad input."""

@@ -53,11 +53,17 @@ def default_stride(block_size: int) -> int:
     return max(1, block_size // 2)
 
 
+def check_stride(stride: int | None, block_size: int) -> None:
+    """A stride (None: the default) is 1..block_size: ``microgpt eval`` checks it as soon as the
+    checkpoint gives the block size, and ``plan_windows`` again."""
+    if stride is not None and not 1 <= stride <= block_size:
+        raise UserError(f"--stride must be in 1..block_size={block_size}, got {stride}")
+
+
 def plan_windows(n_tokens: int, block_size: int, stride: int | None = None) -> WindowPlan:
     """The windows that score each of the ``n_tokens - 1`` targets of a split exactly once."""
+    check_stride(stride, block_size)
     stride = default_stride(block_size) if stride is None else stride
-    if not 1 <= stride <= block_size:
-        raise UserError(f"--stride must be in 1..block_size={block_size}, got {stride}")
     n_targets = n_tokens - 1
     if n_targets < 1:
         raise UserError(f"a split of {n_tokens} token(s) has nothing to predict; use a longer text")

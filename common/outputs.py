@@ -21,6 +21,7 @@ MicroGPT writes into that folder (``remove_stale_temporaries``).
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +31,7 @@ from common.corpus import atomic_write_bytes
 from common.errors import UserError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_dir", "check_file", "check_run_dir",
-           "check_checkpoint_dir", "remove_stale_temporaries", "save_figure"]
+           "check_checkpoint_dir", "remove_stale_temporaries", "save_figure", "write_json"]
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # common.checkpoint.FILENAME (which imports this module)
 RUN_SUBDIRS = {"last", "best"}  # a training --out folder's checkpoint folders
@@ -119,7 +120,7 @@ def check_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bool
     if not path.exists():
         return path
     entries = [e.name for e in path.iterdir()]
-    is_run = any((path / sub / CHECKPOINT_FILE).is_file() for sub in ("last", "best"))
+    is_run = any((path / sub / CHECKPOINT_FILE).is_file() for sub in RUN_SUBDIRS)
     if is_run:
         if not resume and not overwrite:
             raise UserError(f"{flag} {_q(path)} already holds a MicroGPT run; continue it with --resume, "
@@ -168,6 +169,15 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) ->
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj, flag: str = "--json", default=None) -> None:
+    """``obj`` as indented JSON, written atomically; a failed write is one line naming ``flag``."""
+    text = json.dumps(obj, indent=1, default=default) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise UserError(f"cannot write {_q(path)} ({exc.strerror}); choose another {flag} path") from None
 
 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from common.errors import UserError
 
+NOT_ONE_CHARACTER, REPEATED = "not one character", "repeated"  # the kinds of vocabulary_problem
+
+
+def vocabulary_problem(chars: list[Any]) -> tuple[str, Any] | None:
+    """Why ``chars`` is not a vocabulary of distinct single characters, or None if it is:
+    ``(NOT_ONE_CHARACTER, the first entry that is not a one-character string)``, else
+    ``(REPEATED, the first character listed more than once)``. Each caller words its own refusal."""
+    for c in chars:  # (an entry may be None itself, so no next(..., None))
+        if not isinstance(c, str) or len(c) != 1:
+            return NOT_ONE_CHARACTER, c
+    counts = Counter(chars)
+    dup = next((c for c in chars if counts[c] > 1), None)
+    return None if dup is None else (REPEATED, dup)
+
 
 class CharTokenizer:
     def __init__(self, chars: list[str]):
-        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+        if vocabulary_problem(chars) is not None:
             raise ValueError("a vocabulary is a list of distinct single characters")
         self.chars = list(chars)
         self.stoi = {c: i for i, c in enumerate(self.chars)}
@@ -46,11 +62,10 @@ class CharTokenizer:
     def from_json(cls, data: dict) -> "CharTokenizer":
         if not isinstance(data, dict) or data.get("type") != "char" or not isinstance(data.get("chars"), list):
             raise UserError("tokenizer metadata is not a character vocabulary; the checkpoint is damaged")
-        try:
-            return cls(data["chars"])
-        except (ValueError, TypeError):
+        if vocabulary_problem(data["chars"]) is not None:
             raise UserError("tokenizer metadata is not a list of distinct single characters; "
-                            "the checkpoint is damaged") from None
+                            "the checkpoint is damaged")
+        return cls(data["chars"])
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")

@@ -215,6 +215,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "sample --top-k 0": (lambda c: ["sample", "--checkpoint", c.run(), "--top-k", "0"], ("--top-k",), ()),
     "sample --max-new-tokens -1": (lambda c: ["sample", "--checkpoint", c.run(), "--max-new-tokens", "-1"],
                                    ("--max-new-tokens",), ()),
+    "sample --top-k 0 before the checkpoint is read": (
+        lambda c: ["sample", "--checkpoint", c.work / "none", "--top-k", "0"], ("--top-k must be >= 1",), ("none",)),
     "sample a vocabulary without a newline": (
         _sample(lambda m: m["tokenizer"].update(chars=["~" if ch == "\n" else ch for ch in m["tokenizer"]["chars"]])),
         ("--prompt", "no newline"), ()),
@@ -224,6 +226,7 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "itos ids are strings": (lambda c: _convert(c, meta=c.meta({str(i): ch for i, ch in enumerate(CHARS)})),
                              ("not 0..",), ()),
     "itos multi-character entry": (lambda c: _convert(c, meta=c.meta(ITOS | {0: "ab"})), ("not one character",), ()),
+    "itos entry None": (lambda c: _convert(c, meta=c.meta(ITOS | {0: None})), ("to None, not one character",), ()),
     "itos duplicate entries": (lambda c: _convert(c, meta=c.meta(ITOS | {0: "a"})), ("two ids",), ()),
     "itos is a list": (lambda c: _convert(c, meta=c.meta(CHARS)), ("no character vocabulary",), ()),
     "--meta is a folder": (lambda c: _convert(c, meta=c.file("metadir/x").parent), ("is a folder",), ()),
@@ -239,6 +242,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "raw pickle holding a class": (
         lambda c: _convert(c, ckpt=c.file("raw.pt", pickle.dumps({"model": {}, "x": Fraction(1, 3)}))),
         ("fractions.Fraction", "weights_only"), ()),
+    "ckpt with a NaN weight": (
+        lambda c: _convert(c, ckpt=c.nanogpt(model={k: (v * float("nan") if k == "transformer.wpe.weight" else v)
+                                                    for k, v in c._nanogpt["model"].items()})),
+        ("holds non-finite weights (transformer.wpe.weight)", "before the training diverged"), ()),
     "ckpt that is not a pickle": (lambda c: _convert(c, ckpt=c.file("junk.pt", b"not a checkpoint")),
                                   ("not a checkpoint",), ()),
     # flags

@@ -145,3 +145,19 @@ def test_train_records_the_exact_val_loss_of_best(tmp_path, small_corpus, capsys
     assert float(rows[-1]["exact_val_loss"]) == pytest.approx(recorded["loss"], abs=1e-12)
     assert main(["eval", "--checkpoint", str(out), "--device", "cpu", "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["splits"]["val"]["loss"] == pytest.approx(recorded["loss"], abs=1e-9)
+
+
+def test_write_json_is_atomic_and_a_failed_write_is_one_line(tmp_path):
+    """outputs.write_json, behind eval --json and parity --json: indented JSON and a newline, the
+    folder made, and an OSError turned into the one-line UserError naming the flag."""
+    from common import outputs
+    from common.errors import UserError
+
+    path = tmp_path / "sub" / "r.json"
+    outputs.write_json(path, {"a": np.float32(1.5)}, default=lambda o: o.item())
+    assert path.read_text() == '{\n "a": 1.5\n}\n'
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=r"^cannot write .*; choose another --json path$"):
+        outputs.write_json(blocker / "r.json", {})
+    assert blocker.read_text() == "x"

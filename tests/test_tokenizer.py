@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.tokenizer import CharTokenizer
+from common.tokenizer import NOT_ONE_CHARACTER, REPEATED, CharTokenizer, vocabulary_problem
 
 
 def test_round_trip_and_sorted_vocabulary():
@@ -34,3 +34,21 @@ def test_shakespeare_vocabulary(shakespeare_path):
     tok = CharTokenizer.from_text(text)
     assert len(text) == 1_115_394 and tok.vocab_size == 65
     assert tok.decode(tok.encode(text[:1000])) == text[:1000]
+
+
+@pytest.mark.parametrize("chars, problem", [
+    (["a", "b"], None),
+    ([], None),
+    (["a", "ab", "b"], (NOT_ONE_CHARACTER, "ab")),
+    (["a", None], (NOT_ONE_CHARACTER, None)),
+    (["a", ["b"]], (NOT_ONE_CHARACTER, ["b"])),
+    (["b", "a", "b", "a"], (REPEATED, "b")),
+])
+def test_vocabulary_problem(chars, problem):
+    """The one check behind CharTokenizer, its JSON, a checkpoint's metadata and nanoGPT's itos."""
+    assert vocabulary_problem(chars) == problem
+    if problem is not None:
+        with pytest.raises(ValueError):
+            CharTokenizer(chars)
+        with pytest.raises(UserError, match="not a list of distinct single characters"):
+            CharTokenizer.from_json({"type": "char", "chars": chars})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ from backends.parity.checks import CHECKS
 from backends.parity.tolerances import PARITY_DTYPES
 from common import outputs
 from common.config import PRESETS
-from common.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -53,12 +51,7 @@ def main(args: argparse.Namespace) -> int:
                         attention=args.attention, against=args.against)
     print(report.format_table())
     if args.json:
-        path = Path(args.json)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            outputs.atomic_write_text(path, json.dumps(report.to_dict(), indent=1, default=_json_default) + "\n")
-        except OSError as exc:
-            raise UserError(f"cannot write {str(path)!r} ({exc.strerror}); choose another --json path") from None
+        outputs.write_json(Path(args.json), report.to_dict(), default=_json_default)  # makes the folder too
     return 0 if report.passed else 1
 
 
