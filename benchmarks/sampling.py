@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import stats
+
 TASK = "sample"
 DEFAULT_TOKENS = 1000
 TIMED_CALLS = 5
@@ -105,7 +107,7 @@ def summarize(runs: list[dict[str, Any]], backends: list[str]) -> dict[str, Any]
     if {"torch", "jax"} <= set(out["backends"]):
         t, j = out["backends"]["torch"], out["backends"]["jax"]
         for key in ("tokens_per_s", "tokens_per_s_median", "ms_per_token", "first_call_s"):
-            out["ratios"][key] = j[key] / t[key] if j[key] and t[key] else None
+            out["ratios"][key] = stats.ratio(j[key], t[key])
     return out
 
 
