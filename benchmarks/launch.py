@@ -52,12 +52,12 @@ def worker_env(xla_flags: str = "") -> dict[str, str]:
 
 
 def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Start ``benchmarks.worker`` with ``spec`` on stdin; its JSON result, or an error record."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # torch's ranks read it from a file
+    """Start ``benchmarks.worker`` with ``spec`` in a file; its JSON result, or an error record."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # torch's ranks share no stdin
         json.dump(spec, spec_file)
         spec_file.flush()
         proc = subprocess.run(
-            parallel.worker_command(spec), input=json.dumps(spec), text=True, stdout=subprocess.PIPE,
+            parallel.worker_command(spec), stdin=subprocess.DEVNULL, text=True, stdout=subprocess.PIPE,
             stderr=None if progress else subprocess.PIPE,
             env=worker_env(spec.get("xla_flags", "")) | {parallel.SPEC_ENV: spec_file.name},
         )

@@ -2,8 +2,9 @@
 
 The parent (``benchmarks.run``) starts one worker per backend, configuration and repeat,
 so the thread pools of numpy, torch and XLA never share a process. The spec arrives as
-JSON on stdin; the result leaves as one JSON object on stdout (anything else the
-frameworks print is sent to stderr). A problem the user can fix comes back as
+a JSON file named by ``MICROGPT_BENCH_SPEC`` (the parent's way: torch's ranks under torchrun
+share no stdin), or as JSON on stdin when that is unset; the result leaves as one JSON object
+on stdout (anything else the frameworks print is sent to stderr). A problem the user can fix comes back as
 ``{"status": "user_error", "error": "..."}``; a crash as ``{"status": "error", ...}``.
 
 The phases, in order (only the last two are timed as steady state):
