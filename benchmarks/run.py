@@ -95,9 +95,12 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                     spec["profile_dir"] = str(Path(args.profile).resolve() / sub)
                 specs.append({"group": g, "repeat": r, "backend": lane.backend, "lane": lane.name,
                               "sweep": group["sweep"], "spec": spec})
+    counts = parallel.parse_devices(args.devices, args.parallel)
+    specs = parallel.expand(specs, counts, args.parallel)
+    about = [{"name": ln.name, "backend": ln.backend, "variant": ln.variant, "about": variants.describe(ln)}
+             for ln in lanes]
     settings = {
-        "backends": backends, "lanes": [{"name": ln.name, "backend": ln.backend, "variant": ln.variant,
-                                         "about": variants.describe(ln)} for ln in lanes],
+        "backends": backends, "lanes": parallel.expand_lanes(about, counts),
         "preset": args.preset, "device": args.device, "dtype": args.dtype,
         "compile": any(ln.overrides.get("compile") for ln in lanes), "tf32": bool(args.tf32), "steps": steps,
         "warmup": warmup,
@@ -106,11 +109,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")},
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
+        "devices": args.devices, "parallel": args.parallel,
     }
-    counts = parallel.parse_devices(args.devices, args.parallel)
-    specs = parallel.expand(specs, counts, args.parallel)
-    settings.update(devices=args.devices, parallel=args.parallel, lanes=parallel.expand_lanes(settings["lanes"], counts),
-                    order=[f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs])
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
 
