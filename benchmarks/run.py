@@ -131,7 +131,7 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
     for r in runs:  # the machine's best matmul over every installed engine, per device timed on
         key = report_mod.device_key(r)
         if r["status"] == "ok" and key not in peaks_by_device:
-            machine_peak.probe_missing(key, settings["backends"], settings["device"], launch.worker_env())
+            machine_peak.probe_missing(key, settings["backends"], settings["device"])
             peaks_by_device[key] = machine_peak.headline(key) or r.get("matmul_peak")
     for r in runs:
         if r["status"] == "ok":
