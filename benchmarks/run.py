@@ -18,40 +18,25 @@ from typing import Any
 from benchmarks import report as report_mod
 from benchmarks import launch, machine_peak, parallel, sysinfo, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
-                                FALLBACK_STEPS, PROG, _positive, build_parser, parse_sweep, resolve_data)
+                                FALLBACK_STEPS, PROG, build_parser, checked_overrides, parse_sweep,
+                                resolve_data)
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
 from common.errors import UserError, option_names, reject_unknown_flags, run_command
 
 def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     """Check every argument and build the settings and the worker specs, before any worker starts."""
-    if args.backend not in BACKEND_CHOICES:
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
-    config_mod.preset(args.preset)  # raises for an unknown preset
-    if args.device not in DEVICE_CHOICES:
-        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
-    if args.dtype not in DTYPE_CHOICES:
-        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
     steps, warmup = DEFAULT_STEPS.get(args.preset, FALLBACK_STEPS)
     steps = steps if args.steps is None else args.steps
     warmup = warmup if args.warmup is None else args.warmup
-    _positive("steps", steps)
-    _positive("warmup", warmup)
-    _positive("repeats", args.repeats)
-    _positive("batch-size", args.batch_size)
-    _positive("profile-steps", args.profile_steps)
-    overrides = config_mod.parse_overrides(extra)
-    for key in ("device", "dtype", "compile", "compile_mode", "tf32", "batch_size"):
-        if key in overrides:
-            raise UserError(f"set {key} with its own flag (--{key.replace('_', '-')}), not as an override")
+    overrides = checked_overrides(args, extra, {"steps": steps, "warmup": warmup, "repeats": args.repeats,
+                                                "batch-size": args.batch_size, "profile-steps": args.profile_steps},
+                                  ("device", "dtype", "compile", "compile_mode", "tf32", "batch_size"))
     sweep = parse_sweep(args.sweep)
     if sweep and sweep[0] in ("device", "dtype", "compile", "compile_mode", "tf32"):
         raise UserError(f"--sweep {sweep[0]} is not supported; sweep a model or batch setting, e.g. batch_size")
     if sweep and args.batch_size is not None and sweep[0] == "batch_size":
         raise UserError("--sweep batch_size and --batch-size both set the batch size; drop one")
-    overrides.update({"device": args.device, "tf32": bool(args.tf32)})
-    if args.dtype != "auto":
-        overrides["dtype"] = args.dtype
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     # The learning rate is at its peak from the first step (the schedule's warmup would keep it

@@ -160,7 +160,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     import sys
 
     from benchmarks import launch, sysinfo
-    from benchmarks.options import BACKEND_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, _positive, resolve_data
+    from benchmarks.options import checked_overrides, resolve_data
     from common import config as config_mod
     from common.errors import UserError
 
@@ -169,25 +169,10 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
                         ("--batch-size", args.batch_size), ("--plot", args.plot), ("--profile", args.profile)):
         if given:
             raise UserError(f"{flag} is for the training benchmark (--task train); drop it with --task sample")
-    if args.backend not in BACKEND_CHOICES:
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
-    config_mod.preset(args.preset)
-    if args.device not in DEVICE_CHOICES:
-        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
-    if args.dtype not in DTYPE_CHOICES:
-        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
     tokens = DEFAULT_TOKENS if args.sample_tokens is None else args.sample_tokens
     rows = 1 if args.num_samples is None else args.num_samples
-    _positive("sample-tokens", tokens)
-    _positive("num-samples", rows)
-    _positive("repeats", args.repeats)
-    overrides = config_mod.parse_overrides(extra)
-    for key in ("device", "dtype", "tf32"):
-        if key in overrides:
-            raise UserError(f"set {key} with its own flag (--{key}), not as an override")
-    overrides.update({"device": args.device, "tf32": bool(args.tf32)})
-    if args.dtype != "auto":
-        overrides["dtype"] = args.dtype
+    overrides = checked_overrides(args, extra, {"sample-tokens": tokens, "num-samples": rows, "repeats": args.repeats},
+                                  ("device", "dtype", "tf32"))
     model, _ = config_mod.build_configs(args.preset, overrides)
     launch.check_outputs(args)
     data = resolve_data(args.data, args.quiet)
