@@ -6,10 +6,13 @@ the report whole or not at all."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
+import shlex
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,19 @@ def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
         result = {"status": "error", "error": f"worker exited with status {proc.returncode} and no result"
                   + (": " + " | ".join(tail) if tail else "")}
     return result
+
+
+def report_head(argv: list[str], settings: dict[str, Any], **environment: Any) -> dict[str, Any]:
+    """What every report opens with: when, the command (as run and as typed), the settings, and
+    the machine (packages, host, git, then ``environment``'s entries)."""
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [sys.executable, "-m", "benchmarks.run", *argv],
+        "command_line": shlex.join(["python", "-m", "benchmarks.run", *argv]),
+        "settings": settings,
+        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info(),
+                        **environment},
+    }
 
 
 def finite(obj: Any) -> Any:

@@ -9,14 +9,12 @@ The parent never imports a framework.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import launch, machine_peak, parallel, sysinfo, variants
+from benchmarks import launch, machine_peak, parallel, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
                                 FALLBACK_STEPS, PROG, build_parser, checked_overrides, parse_sweep,
                                 resolve_data)
@@ -136,12 +134,7 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
             backend_envs[r["lane"]] = r["environment"]
     return launch.finite({
         "schema_version": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": [sys.executable, "-m", "benchmarks.run", *argv],
-        "command_line": shlex.join([PROG.split()[0], "-m", "benchmarks.run", *argv]),
-        "settings": settings,
-        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info(),
-                        "backends": backend_envs},
+        **launch.report_head(argv, settings, backends=backend_envs),
         "runs": [{k: v for k, v in r.items() if k != "group"} for r in runs],
         "summary": summary,
     })

@@ -155,11 +155,9 @@ def to_csv(report: dict[str, Any]) -> str:
 
 def run_task(args, extra: list[str], argv: list[str]) -> int:
     """``--task sample`` in the parent: check everything, run the workers, print and write the report."""
-    import datetime as dt
-    import shlex
     import sys
 
-    from benchmarks import launch, sysinfo
+    from benchmarks import launch
     from benchmarks.options import checked_overrides, resolve_data
     from common import config as config_mod
     from common.errors import UserError
@@ -197,11 +195,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
                 "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")}}
     report = launch.finite({
         "schema_version": SCHEMA_VERSION, "task": TASK,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": [sys.executable, "-m", "benchmarks.run", *argv],
-        "command_line": shlex.join(["python", "-m", "benchmarks.run", *argv]),
-        "settings": settings,
-        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info()},
+        **launch.report_head(argv, settings),
         "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
         "summary": summarize(runs, backends),
     })
