@@ -6,10 +6,13 @@ the report whole or not at all."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
+import shlex
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,12 +55,12 @@ def worker_env(xla_flags: str = "") -> dict[str, str]:
 
 
 def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Start ``benchmarks.worker`` with ``spec`` on stdin; its JSON result, or an error record."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # torch's ranks read it from a file
+    """Start ``benchmarks.worker`` with ``spec`` in a file; its JSON result, or an error record."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # torch's ranks share no stdin
         json.dump(spec, spec_file)
         spec_file.flush()
         proc = subprocess.run(
-            parallel.worker_command(spec), input=json.dumps(spec), text=True, stdout=subprocess.PIPE,
+            parallel.worker_command(spec), stdin=subprocess.DEVNULL, text=True, stdout=subprocess.PIPE,
             stderr=None if progress else subprocess.PIPE,
             env=worker_env(spec.get("xla_flags", "")) | {parallel.SPEC_ENV: spec_file.name},
         )
@@ -71,6 +74,19 @@ def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
         result = {"status": "error", "error": f"worker exited with status {proc.returncode} and no result"
                   + (": " + " | ".join(tail) if tail else "")}
     return result
+
+
+def report_head(argv: list[str], settings: dict[str, Any], **environment: Any) -> dict[str, Any]:
+    """What every report opens with: when, the command (as run and as typed), the settings, and
+    the machine (packages, host, git, then ``environment``'s entries)."""
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [sys.executable, "-m", "benchmarks.run", *argv],
+        "command_line": shlex.join(["python", "-m", "benchmarks.run", *argv]),
+        "settings": settings,
+        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info(),
+                        **environment},
+    }
 
 
 def finite(obj: Any) -> Any:

@@ -12,11 +12,9 @@ engine that set it; each backend's MFU against its own framework's matmul is a s
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from typing import Any
 
+from benchmarks import launch
 from common import matmul_rate
 
 # engine names each framework's probes record (backends/<name>/bench.py: ENGINES)
@@ -27,7 +25,7 @@ def installed(framework: str) -> bool:
     return importlib.util.find_spec(framework) is not None
 
 
-def probe_missing(device: str, timed: list[str], device_flag: str, env: dict[str, str]) -> list[str]:
+def probe_missing(device: str, timed: list[str], device_flag: str) -> list[str]:
     """Probe, each in a process of its own, the installed frameworks this invocation did not time
     and whose engines have no cached peak on ``device`` yet; returns what it could not probe."""
     failed = []
@@ -35,9 +33,7 @@ def probe_missing(device: str, timed: list[str], device_flag: str, env: dict[str
         if framework in timed or not installed(framework) or not matmul_rate.machine_best(device, [prefix])[1]:
             continue
         spec = {"task": "engine_peaks", "backend": framework, "device": device_flag}
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker"], input=json.dumps(spec), text=True,
-                              capture_output=True, env=env)
-        if proc.returncode != 0 or '"ok"' not in proc.stdout:
+        if launch.run_worker(spec, False)["status"] != "ok":
             failed.append(framework)
     return failed
 

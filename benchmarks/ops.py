@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from common import config as config_mod
+from common import outputs
 from common.errors import OneLineParser, UserError, run_command
 
 PROG = "python -m benchmarks.ops"
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=1.0, help="time budget per op and process (default 1.0)")
     p.add_argument("--device", default="auto", help="auto, cpu or gpu")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every time as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return p
 
 
@@ -95,6 +97,8 @@ def run(argv: list[str]) -> int:
         raise UserError("--repeats must be >= 1 and --seconds > 0")
     overrides = config_mod.parse_overrides(extra) | {"device": args.device}
     mc, _ = config_mod.build_configs(args.preset, overrides)  # a bad config fails here, in one line
+    if args.json:  # before any work: a bad location costs one line, never the minutes of timing
+        outputs.check_file(args.json, "--json", args.overwrite)
     from benchmarks.launch import worker_env
 
     results: dict[str, dict[str, dict]] = {b: {} for b in backends}
@@ -116,8 +120,8 @@ def run(argv: list[str]) -> int:
           f"{os.cpu_count()} CPUs")
     print(format_table(results, backends))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"preset": args.preset, "overrides": overrides, "results": results}, f, indent=1)
+        outputs.atomic_write_text(args.json, json.dumps({"preset": args.preset, "overrides": overrides,
+                                                         "results": results}, indent=1))
     return 0
 
 

@@ -94,6 +94,30 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
         raise UserError(f"--{name} must be >= {minimum}, got {value}")
 
 
+def checked_overrides(args: argparse.Namespace, extra: list[str], positive: dict[str, int | None],
+                      own_flags: tuple[str, ...]) -> dict[str, Any]:
+    """The checks every task makes, in this order: --backend, --preset, --device and --dtype are
+    known, each of ``positive`` (flag name: value) is >= 1, and no --key=value override sets one of
+    ``own_flags``; returns the overrides with --device, --tf32 and --dtype (unless auto) added."""
+    if args.backend not in BACKEND_CHOICES:
+        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
+    config_mod.preset(args.preset)  # raises for an unknown preset
+    if args.device not in DEVICE_CHOICES:
+        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
+    if args.dtype not in DTYPE_CHOICES:
+        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
+    for name, value in positive.items():
+        _positive(name, value)
+    overrides = config_mod.parse_overrides(extra)
+    for key in own_flags:
+        if key in overrides:
+            raise UserError(f"set {key} with its own flag (--{key.replace('_', '-')}), not as an override")
+    overrides.update({"device": args.device, "tf32": bool(args.tf32)})
+    if args.dtype != "auto":
+        overrides["dtype"] = args.dtype
+    return overrides
+
+
 def parse_sweep(text: str | None) -> tuple[str, list[Any]] | None:
     if text is None:
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from benchmarks import stats
 from common.errors import UserError
 
 HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count={n}"
@@ -89,8 +90,7 @@ def scaling_table(runs: list[dict[str, Any]]) -> str:
         return ""
 
     def median(values):
-        values = sorted(v for v in values if v is not None)
-        return values[len(values) // 2] if values else None
+        return stats.summarize(v for v in values if v is not None)["median"]
 
     lines = ["", "scaling (median of repeats)", f"{'backend':8} {'devices':>7} {'step ms':>9} {'tokens/s':>11} "
              f"{'tok/s/device':>12} {'efficiency':>10} {'peak MiB/device':>15}"]

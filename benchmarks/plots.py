@@ -60,8 +60,9 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
     sweep = settings.get("sweep")
     title = f"MicroGPT {settings['preset']} on {report['environment']['host']['cpu_model']}"
     paths = []
-    for what, ylabel, idx in (("step_time", "step time (ms), median, p10-p90", (1, 2, 3)),
-                              ("tokens_per_s", "tokens/s, median, p10-p90", (4, 5, 6))):
+    step_name, tokens_name, categories_name = plot_names(sweep["key"] if sweep else None, profile=True)
+    for name, ylabel, idx in ((step_name, "step time (ms), median, p10-p90", (1, 2, 3)),
+                              (tokens_name, "tokens/s, median, p10-p90", (4, 5, 6))):
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
         if sweep:
             for b in backends:
@@ -99,14 +100,13 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        name = f"{what}_vs_{sweep['key']}.png" if sweep else f"{what}.png"
         save_figure(fig, out / name)
         plt.close(fig)
         paths.append(str(out / name))
     by_lane = {r.get("lane", r["backend"]): r["profile"]["categories"] for r in report["runs"]
                if (r.get("profile") or {}).get("categories", {}).get("steps")}
     if by_lane:
-        paths.append(write_categories(by_lane, out / "categories.png", title))
+        paths.append(write_categories(by_lane, out / categories_name, title))
     return paths
 
 

@@ -9,49 +9,32 @@ The parent never imports a framework.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import launch, machine_peak, parallel, sysinfo, variants
+from benchmarks import launch, machine_peak, parallel, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
-                                FALLBACK_STEPS, PROG, _positive, build_parser, parse_sweep, resolve_data)
+                                FALLBACK_STEPS, PROG, build_parser, checked_overrides, parse_sweep,
+                                resolve_data)
 from benchmarks.schema import SCHEMA_VERSION
 from common import config as config_mod
 from common.errors import UserError, option_names, reject_unknown_flags, run_command
 
 def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     """Check every argument and build the settings and the worker specs, before any worker starts."""
-    if args.backend not in BACKEND_CHOICES:
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
-    config_mod.preset(args.preset)  # raises for an unknown preset
-    if args.device not in DEVICE_CHOICES:
-        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
-    if args.dtype not in DTYPE_CHOICES:
-        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
     steps, warmup = DEFAULT_STEPS.get(args.preset, FALLBACK_STEPS)
     steps = steps if args.steps is None else args.steps
     warmup = warmup if args.warmup is None else args.warmup
-    _positive("steps", steps)
-    _positive("warmup", warmup)
-    _positive("repeats", args.repeats)
-    _positive("batch-size", args.batch_size)
-    _positive("profile-steps", args.profile_steps)
-    overrides = config_mod.parse_overrides(extra)
-    for key in ("device", "dtype", "compile", "compile_mode", "tf32", "batch_size"):
-        if key in overrides:
-            raise UserError(f"set {key} with its own flag (--{key.replace('_', '-')}), not as an override")
+    overrides = checked_overrides(args, extra, {"steps": steps, "warmup": warmup, "repeats": args.repeats,
+                                                "batch-size": args.batch_size, "profile-steps": args.profile_steps},
+                                  ("device", "dtype", "compile", "compile_mode", "tf32", "batch_size"))
     sweep = parse_sweep(args.sweep)
     if sweep and sweep[0] in ("device", "dtype", "compile", "compile_mode", "tf32"):
         raise UserError(f"--sweep {sweep[0]} is not supported; sweep a model or batch setting, e.g. batch_size")
     if sweep and args.batch_size is not None and sweep[0] == "batch_size":
         raise UserError("--sweep batch_size and --batch-size both set the batch size; drop one")
-    overrides.update({"device": args.device, "tf32": bool(args.tf32)})
-    if args.dtype != "auto":
-        overrides["dtype"] = args.dtype
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     # The learning rate is at its peak from the first step (the schedule's warmup would keep it
@@ -95,9 +78,12 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                     spec["profile_dir"] = str(Path(args.profile).resolve() / sub)
                 specs.append({"group": g, "repeat": r, "backend": lane.backend, "lane": lane.name,
                               "sweep": group["sweep"], "spec": spec})
+    counts = parallel.parse_devices(args.devices, args.parallel)
+    specs = parallel.expand(specs, counts, args.parallel)
+    about = [{"name": ln.name, "backend": ln.backend, "variant": ln.variant, "about": variants.describe(ln)}
+             for ln in lanes]
     settings = {
-        "backends": backends, "lanes": [{"name": ln.name, "backend": ln.backend, "variant": ln.variant,
-                                         "about": variants.describe(ln)} for ln in lanes],
+        "backends": backends, "lanes": parallel.expand_lanes(about, counts),
         "preset": args.preset, "device": args.device, "dtype": args.dtype,
         "compile": any(ln.overrides.get("compile") for ln in lanes), "tf32": bool(args.tf32), "steps": steps,
         "warmup": warmup,
@@ -106,11 +92,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")},
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
+        "devices": args.devices, "parallel": args.parallel,
     }
-    counts = parallel.parse_devices(args.devices, args.parallel)
-    specs = parallel.expand(specs, counts, args.parallel)
-    settings.update(devices=args.devices, parallel=args.parallel, lanes=parallel.expand_lanes(settings["lanes"], counts),
-                    order=[f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs])
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
 
@@ -131,7 +114,7 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
     for r in runs:  # the machine's best matmul over every installed engine, per device timed on
         key = report_mod.device_key(r)
         if r["status"] == "ok" and key not in peaks_by_device:
-            machine_peak.probe_missing(key, settings["backends"], settings["device"], launch.worker_env())
+            machine_peak.probe_missing(key, settings["backends"], settings["device"])
             peaks_by_device[key] = machine_peak.headline(key) or r.get("matmul_peak")
     for r in runs:
         if r["status"] == "ok":
@@ -151,12 +134,7 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
             backend_envs[r["lane"]] = r["environment"]
     return launch.finite({
         "schema_version": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": [sys.executable, "-m", "benchmarks.run", *argv],
-        "command_line": shlex.join([PROG.split()[0], "-m", "benchmarks.run", *argv]),
-        "settings": settings,
-        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info(),
-                        "backends": backend_envs},
+        **launch.report_head(argv, settings, backends=backend_envs),
         "runs": [{k: v for k, v in r.items() if k != "group"} for r in runs],
         "summary": summary,
     })

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import stats
+
 TASK = "sample"
 DEFAULT_TOKENS = 1000
 TIMED_CALLS = 5
@@ -105,7 +107,7 @@ def summarize(runs: list[dict[str, Any]], backends: list[str]) -> dict[str, Any]
     if {"torch", "jax"} <= set(out["backends"]):
         t, j = out["backends"]["torch"], out["backends"]["jax"]
         for key in ("tokens_per_s", "tokens_per_s_median", "ms_per_token", "first_call_s"):
-            out["ratios"][key] = j[key] / t[key] if j[key] and t[key] else None
+            out["ratios"][key] = stats.ratio(j[key], t[key])
     return out
 
 
@@ -153,12 +155,10 @@ def to_csv(report: dict[str, Any]) -> str:
 
 def run_task(args, extra: list[str], argv: list[str]) -> int:
     """``--task sample`` in the parent: check everything, run the workers, print and write the report."""
-    import datetime as dt
-    import shlex
     import sys
 
-    from benchmarks import launch, sysinfo
-    from benchmarks.options import BACKEND_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, _positive, resolve_data
+    from benchmarks import launch
+    from benchmarks.options import checked_overrides, resolve_data
     from common import config as config_mod
     from common.errors import UserError
 
@@ -167,25 +167,10 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
                         ("--batch-size", args.batch_size), ("--plot", args.plot), ("--profile", args.profile)):
         if given:
             raise UserError(f"{flag} is for the training benchmark (--task train); drop it with --task sample")
-    if args.backend not in BACKEND_CHOICES:
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
-    config_mod.preset(args.preset)
-    if args.device not in DEVICE_CHOICES:
-        raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
-    if args.dtype not in DTYPE_CHOICES:
-        raise UserError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
     tokens = DEFAULT_TOKENS if args.sample_tokens is None else args.sample_tokens
     rows = 1 if args.num_samples is None else args.num_samples
-    _positive("sample-tokens", tokens)
-    _positive("num-samples", rows)
-    _positive("repeats", args.repeats)
-    overrides = config_mod.parse_overrides(extra)
-    for key in ("device", "dtype", "tf32"):
-        if key in overrides:
-            raise UserError(f"set {key} with its own flag (--{key}), not as an override")
-    overrides.update({"device": args.device, "tf32": bool(args.tf32)})
-    if args.dtype != "auto":
-        overrides["dtype"] = args.dtype
+    overrides = checked_overrides(args, extra, {"sample-tokens": tokens, "num-samples": rows, "repeats": args.repeats},
+                                  ("device", "dtype", "tf32"))
     model, _ = config_mod.build_configs(args.preset, overrides)
     launch.check_outputs(args)
     data = resolve_data(args.data, args.quiet)
@@ -210,11 +195,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
                 "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")}}
     report = launch.finite({
         "schema_version": SCHEMA_VERSION, "task": TASK,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": [sys.executable, "-m", "benchmarks.run", *argv],
-        "command_line": shlex.join(["python", "-m", "benchmarks.run", *argv]),
-        "settings": settings,
-        "environment": {"packages": sysinfo.package_versions(), "host": sysinfo.host(), "git": sysinfo.git_info()},
+        **launch.report_head(argv, settings),
         "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
         "summary": summarize(runs, backends),
     })

@@ -2,8 +2,9 @@
 
 The parent (``benchmarks.run``) starts one worker per backend, configuration and repeat,
 so the thread pools of numpy, torch and XLA never share a process. The spec arrives as
-JSON on stdin; the result leaves as one JSON object on stdout (anything else the
-frameworks print is sent to stderr). A problem the user can fix comes back as
+a JSON file named by ``MICROGPT_BENCH_SPEC`` (the parent's way: torch's ranks under torchrun
+share no stdin), or as JSON on stdin when that is unset; the result leaves as one JSON object
+on stdout (anything else the frameworks print is sent to stderr). A problem the user can fix comes back as
 ``{"status": "user_error", "error": "..."}``; a crash as ``{"status": "error", ...}``.
 
 The phases, in order (only the last two are timed as steady state):
@@ -48,6 +49,7 @@ from common.tokenizer import CharTokenizer  # noqa: E402
 SYNTHETIC_TOKENS = 1_000_000
 INITIAL_LOSS_TOLERANCE = 0.5  # nats around ln(vocab) that an untrained model's loss may stray
 PROBE_BUDGET_S = 0.5  # per matmul size, for the probes just before and after the timed steps
+RANK = int(os.environ.get("RANK", "0"))  # this torch rank under torchrun (--devices N); 0 otherwise
 SYNTHETIC_RISE_TOLERANCE = 0.05  # random tokens cannot be learned; the loss must merely not rise
 
 
@@ -145,13 +147,16 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
     result["cold"] = {"trainer_init_s": time.perf_counter() - t0,
                       "framework_import_and_setup_s": t0 - t_start}
     result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
-    # every engine this framework brings (the machine's peak is the best of all installed), its own first
-    result["engine_peaks"] = bench.engine_peaks(trainer.device, bool(spec.get("fresh_peak")))
-    result["matmul_peak"] = result["engine_peaks"][0]
-    # the peak probe's sizes, timed again just before and just after the timed steps
-    sizes = [int(n) for n in result["matmul_peak"].get("sizes") or ()] or [int(result["matmul_peak"].get("n") or 1024)]
+    if RANK == 0:  # many torch ranks: only rank 0 reports, so only rank 0 probes (the others would compete)
+        # every engine this framework brings (the machine's peak is the best of all installed), its own first
+        result["engine_peaks"] = bench.engine_peaks(trainer.device, bool(spec.get("fresh_peak")))
+        result["matmul_peak"] = result["engine_peaks"][0]
+        # the peak probe's sizes, timed again just before and just after the timed steps
+        sizes = [int(n) for n in result["matmul_peak"].get("sizes") or ()] or [int(result["matmul_peak"].get("n") or 1024)]
 
     def probe_matmul() -> dict[int, dict[str, float]]:
+        if RANK:
+            return {}
         return matmul_rate.probe_rates(lambda n: bench.matmul_probe(trainer.device, "float32", n), sizes, PROBE_BUDGET_S)
 
     # Every batch is drawn and put on the device before anything is timed.
@@ -212,7 +217,8 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
         probe_after = probe_matmul()
     finally:
         bar.close()
-    result["matmul_during_run"] = peaks.during_run(probe_before, probe_after)
+    if RANK == 0:
+        result["matmul_during_run"] = peaks.during_run(probe_before, probe_after)
     result["latency"] = {"times_s": times}
     result["throughput"] = {"steps": len(timed_throughput), "total_s": total, "step_s": total / len(timed_throughput)}
     result["final_loss"] = float(loss)
@@ -223,9 +229,8 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
 
     # -- outside the timed run --------------------------------------------------------------------
     if spec.get("profile_dir"):
-        rank = int(os.environ.get("RANK", "0"))  # torch ranks all trace (their collectives pair up); rank 0 reports
-        if rank:
-            spec = spec | {"profile_dir": os.path.join(spec["profile_dir"], f"rank{rank}")}
+        if RANK:  # torch ranks all trace (their collectives pair up); rank 0 reports
+            spec = spec | {"profile_dir": os.path.join(spec["profile_dir"], f"rank{RANK}")}
         path = bench.profile(trainer, *first, int(spec.get("profile_steps", 3)), spec["profile_dir"])
         result["profile"] = {"trace": path, "steps": int(spec.get("profile_steps", 3))}
         try:
@@ -281,7 +286,7 @@ def main() -> int:
     except Exception as exc:  # reported to the parent, which decides what to show
         result = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     with os.fdopen(result_fd, "w") as out:
-        if os.environ.get("RANK", "0") != "0":  # many torch ranks: rank 0 reports
+        if RANK:  # many torch ranks: rank 0 reports
             return 0
         json.dump(result, out, allow_nan=True)
         out.write("\n")

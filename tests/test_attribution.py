@@ -198,3 +198,16 @@ ENTRY %main (p: f32[8]) -> f32[8] {
 }
 """
     assert hlo.categories(text, tokens=8, vocab=65, n_embd=8) == {"all-reduce.1": "communication"}
+
+
+def test_the_micro_benchmark_never_replaces_its_json_without_overwrite(tmp_path, capsys):
+    from benchmarks import ops
+
+    out = tmp_path / "ops.json"
+    out.write_text("earlier results")
+    code = ops.main(["--preset", "tiny", "--repeats", "1", "--seconds", "0.05", "--device", "cpu",
+                     "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "already exists" in captured.err and "--overwrite" in captured.err
+    assert captured.out == "" and out.read_text() == "earlier results"

@@ -301,3 +301,14 @@ def test_profile_self_time_nesting(tmp_path):
     assert set(table) == {"outer", "inner", "other_thread"}  # only what lies inside the steps
     assert table["outer"]["self_us"] == 30 and table["inner"]["self_us"] == 20
     assert s["step_wall_us"] == 100
+
+
+def test_the_scaling_table_takes_the_median_of_repeats_as_everywhere_else():
+    from benchmarks import parallel
+
+    def run(step_s, tps):
+        return {"status": "ok", "backend": "torch", "spec": {"devices": 1}, "memory": {},
+                "metrics": {"step_s": {"median": step_s}, "tokens_per_s": tps}}
+
+    row = parallel.scaling_table([run(0.010, 1000.0), run(0.020, 3000.0)]).splitlines()[-1].split()
+    assert row[:4] == ["torch", "1", "15.00", "2,000"]  # np.median: the mean of the two middle repeats
