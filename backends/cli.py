@@ -7,6 +7,7 @@ Every problem the user can fix ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from backends import BACKENDS
@@ -120,7 +121,19 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("microgpt", run, sys.argv[1:] if argv is None else argv)
+    if argv is None:  # started as a program: a preloaded allocator (MICROGPT_MALLOC) needs a fresh start
+        from backends import host_memory
+
+        with contextlib.suppress(UserError):  # a bad choice is said in one line by process.start below
+            host_memory.ensure_preloaded(sys.argv[1:], "backends.cli")
+    return run_command("microgpt", _started, sys.argv[1:] if argv is None else argv)
+
+
+def _started(argv: list[str]) -> int:
+    from backends import process
+
+    process.start()  # the allocator, the same for every backend and command
+    return run(argv)
 
 
 if __name__ == "__main__":

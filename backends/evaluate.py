@@ -84,7 +84,7 @@ def evaluate(checkpoint: str | Path, split: str = "val", data: str | None = None
     names = ("train", "val") if split == "both" else (split,)
     result: dict[str, Any] = {"checkpoint": str(path), "step": ckpt.step, "data": str(corpus_path),
                               "backend": backend, "splits": {}}
-    with process.settings(module, train_config, host_memory=True):
+    with process.settings(module, train_config):
         trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
         result |= {"device": str(trainer.device), "dtype": trainer.dtype}
         for name in names:

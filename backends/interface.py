@@ -106,6 +106,10 @@ class Backend(Protocol):
     def resolve_dtype(self, requested: str, device: Any) -> str:
         """``auto`` is bfloat16 compute on a GPU that has it, float32 elsewhere."""
 
+    def speed_settings(self, device: Any) -> dict[str, str]:
+        """``device``, the compute threads and a float32 matmul's precision, in the words every
+        backend uses (``backends.process.speed_settings`` adds the framework-free settings)."""
+
     def create_model(self, config: ModelConfig, weights: Weights | None = None, *, device: Any = "cpu",
                      param_dtype: str = "float32", attention: str = "fused", seed: int = 0) -> Any:
         """A GPT on ``device`` holding ``weights``, or nanoGPT's init drawn from ``seed``."""

@@ -1,18 +1,18 @@
-"""Process-wide settings, made in one place: by the entry points, never by a constructor.
+"""Process-wide settings, made in one place: by the programs, never by a constructor, and the
+same for every backend.
 
 Some settings belong to the process, not to a model: a ``Trainer`` that made them would
-change every other model in the process behind its back. So the programs make them, once,
-around the whole run, through :func:`settings`:
+change every other model in the process behind its back. So the programs make them, once:
 
 =====================  ===================================================  =====================
 setting                what and why                                         made by
 =====================  ===================================================  =====================
-host memory            glibc keeps freed memory for reuse (``mallopt``;     ``microgpt``, the
-                       ``backends.host_memory``): a CPU step re-zeroes its  benchmark worker
-                       large activations otherwise. Programs only; torch    (torch runs only)
-                       only (``KEEPS_FREED_MEMORY``).
+the C allocator        ``MICROGPT_MALLOC``, ``reuse`` by default: glibc     every program, at its
+                       keeps freed memory for the next step                 start (``start``),
+                       (``backends.host_memory``); the same for torch and   for every backend
+                       JAX
 matmul precision       float32 matmuls in full precision unless ``tf32``    every entry point
-                       (torch's ``allow_tf32`` flags; JAX's
+                       (torch's ``allow_tf32`` flags; JAX's                 (``settings``)
                        ``jax_default_matmul_precision``)
 torch's global seed    dropout draws from torch's global generator,         every entry point
                        seeded with ``train_config.seed``
@@ -20,44 +20,66 @@ JAX 64-bit mode        float64 needs ``jax_enable_x64`` before any array    ever
                        is made
 =====================  ===================================================  =====================
 
-The entry points are ``microgpt`` (``backends.cli``: train, sample, parity), the benchmark
-worker (``benchmarks.worker``) and the parity suite (``backends.parity.run_parity``). Each
-backend's ``process_settings`` restores what it changed when the run ends, so a test process
-can run float64 and float32 one after the other. A float64 Trainer in a JAX process without
-64-bit mode fails with one line saying so.
+The programs are ``microgpt`` (``backends.cli``: train, sample, eval, parity, convert), the
+benchmark's workers (``benchmarks.worker``) and ``benchmarks.ops``'s children. Threads and CPU
+affinity are the frameworks' defaults, inherited from the environment alike. Each backend's
+``process_settings`` restores what it changed when the run ends, so a test process can run
+float64 and float32 one after the other. ``speed_settings`` describes all of it, in the same
+words for every backend: the benchmark prints it side by side and marks any difference.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import os
+from typing import Any, Iterator
 
+from backends import host_memory
 from backends.interface import Backend
 from common.config import TrainConfig
 
+# Environment variables that can change a step's speed in either framework (or its allocator).
+SPEED_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY",
+                  "GOMP_SPINCOUNT", "OMP_PROC_BIND", "OMP_PLACES", "KMP_BLOCKTIME", "KMP_AFFINITY",
+                  "XLA_FLAGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
+                  "JAX_CPU_ENABLE_ASYNC_DISPATCH", "XLA_PYTHON_CLIENT_PREALLOCATE",
+                  "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR", "TORCHINDUCTOR_FREEZING",
+                  "TORCH_CUDNN_V8_API_ENABLED", "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES",
+                  "LD_PRELOAD", "MALLOC_CONF", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_",
+                  "MALLOC_TRIM_THRESHOLD_", "TCMALLOC_RELEASE_RATE", host_memory.ENV)
+
+
+def start() -> str:
+    """What every program does first: the allocator (``MICROGPT_MALLOC``); its one-line description."""
+    return host_memory.apply()
+
 
 @contextlib.contextmanager
-def settings(backend: Backend, train_config: TrainConfig, *, host_memory: bool = False) -> Iterator[None]:
-    """Make the process-wide settings ``train_config`` needs in ``backend`` for the duration.
-
-    ``host_memory`` also tunes the C allocator, which cannot be undone: programs only."""
-    if host_memory:
-        host_memory_setting(backend)
+def settings(backend: Backend, train_config: TrainConfig) -> Iterator[None]:
+    """Make the process-wide settings ``train_config`` needs in ``backend`` for the duration."""
     with backend.process_settings(train_config):
         yield
 
 
-def host_memory_setting(backend: Backend) -> str:
-    """Tune malloc for ``backend`` if it gains from it (idempotent); one line saying what is set."""
-    if not KEEPS_FREED_MEMORY[backend.BACKEND]:
-        return f"system default (the {backend.BACKEND} backend reuses its own buffers)"
-    from backends.host_memory import keep_freed_memory
+def speed_settings(backend: Backend, device: Any, dtype: str) -> dict[str, str]:
+    """Everything this process runs under that can change a step's speed, one line each, under
+    the same names for every backend: what the benchmark's settings table compares."""
+    framework = backend.speed_settings(device)  # the device, compute threads, float32 matmuls
+    return {"device": framework.pop("device"), "compute dtype": dtype, **framework,
+            "CPU affinity": cpu_list(), "allocator": start(),
+            **{f"${name}": os.environ.get(name, "unset") for name in SPEED_ENV_VARS}}
 
-    return keep_freed_memory()
 
-
-# Whether a backend's programs tune malloc to keep freed memory. [torch≠jax] eager torch allocates
-# and frees its activations every step (15.8 s against 11.2 s a shakespeare-char step without and
-# with, on an AMD EPYC); XLA reuses its own buffers: the same step ran at 18.8 s without and 19.6 s
-# with, and the setting only kept freed compile-time memory, 592 against 506 MiB peak RSS at baby.
-KEEPS_FREED_MEMORY = {"torch": True, "jax": False}
+def cpu_list() -> str:
+    """The CPUs this process may run on, as ``0-3,6`` (what ``taskset`` and XLA's thread pool see)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return f"any of {os.cpu_count()}"
+    runs: list[list[int]] = []
+    for c in cpus:
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

@@ -98,7 +98,7 @@ def train(backend: str, preset: str, overrides: dict[str, Any], data: str | None
         outputs.remove_stale_temporaries(folder, names)  # left by a kill inside an atomic write
 
     module = load_backend(backend)
-    with process.settings(module, train_config, host_memory=True):
+    with process.settings(module, train_config):
         return _train(module, backend, preset, model_config, train_config, tokenizer, corpus, corpus_path,
                       out_dir, resumed, progress)
 
@@ -289,7 +289,7 @@ def sample(checkpoint_path: str | Path, backend: str | None, prompt: str, max_ne
         backend = ckpt.backend if ckpt.backend in BACKENDS else "torch"
     module = load_backend(backend)
     train_config = config_mod.TrainConfig(**(config_mod.to_dict(ckpt.train_config) | SINGLE_DEVICE | {"device": device}))
-    with process.settings(module, train_config, host_memory=True):
+    with process.settings(module, train_config):
         trainer = module.Trainer(ckpt.model_config, train_config, ckpt.weights)
         idx = np.tile(ids[None, :], (num_samples, 1))
         out = trainer.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from backends import host_memory
 from benchmarks import parallel, sysinfo
 from common import outputs
 from common.errors import UserError
@@ -62,7 +63,8 @@ def run_worker(spec: dict[str, Any], progress: bool) -> dict[str, Any]:
         proc = subprocess.run(
             parallel.worker_command(spec), stdin=subprocess.DEVNULL, text=True, stdout=subprocess.PIPE,
             stderr=None if progress else subprocess.PIPE,
-            env=worker_env(spec.get("xla_flags", "")) | {parallel.SPEC_ENV: spec_file.name},
+            env=host_memory.child_env(spec.get("malloc") or host_memory.selected(), worker_env(spec.get("xla_flags", "")))
+            | {parallel.SPEC_ENV: spec_file.name},
         )
     try:
         lines = [line for line in proc.stdout.splitlines() if line.strip()]

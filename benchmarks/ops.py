@@ -47,8 +47,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     mc, tc = config_mod.build_configs(spec["preset"], spec["overrides"])
     module = load_backend(spec["backend"])
-    with process.settings(module, tc, host_memory=True):
+    with process.settings(module, tc):
         ops = importlib.import_module(f"backends.{spec['backend']}.ops").micro_ops(mc, tc)
+        settings = process.speed_settings(module, module.select_device(tc.device), "float32")
         out = {}
         for name, (run, flops, shape) in ops.items():
             run(), run()  # compile, warm the caches and the thread pool
@@ -59,7 +60,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 run()
                 times.append(time.perf_counter() - t0)
             out[name] = {"times_s": times, "flops": flops, "shape": shape}
-    return out
+    return {"ops": out, "process": settings}
 
 
 def _median(xs: list[float]) -> float:
@@ -99,35 +100,47 @@ def run(argv: list[str]) -> int:
     mc, _ = config_mod.build_configs(args.preset, overrides)  # a bad config fails here, in one line
     if args.json:  # before any work: a bad location costs one line, never the minutes of timing
         outputs.check_file(args.json, "--json", args.overwrite)
+    from backends import host_memory
+    from benchmarks import process_table
     from benchmarks.launch import worker_env
 
+    host_memory.check_available(host_memory.selected())  # MICROGPT_MALLOC: one line if it cannot be had
+
     results: dict[str, dict[str, dict]] = {b: {} for b in backends}
+    runs: list[dict[str, Any]] = []  # each child's process settings, compared across backends
     for r in range(args.repeats):
         for backend in backends:  # interleaved: drift on a shared machine hits both alike
             spec = {"backend": backend, "preset": args.preset, "overrides": overrides, "seconds": args.seconds}
             proc = subprocess.run([sys.executable, "-m", "benchmarks.ops", "--child"], input=json.dumps(spec),
-                                  capture_output=True, text=True, env=worker_env())
+                                  capture_output=True, text=True,
+                                  env=host_memory.child_env(host_memory.selected(), worker_env()))
             try:
                 found = json.loads(proc.stdout.strip().splitlines()[-1])
             except (IndexError, ValueError):
                 raise UserError(f"the {backend} process failed: "
                                 f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}") from None
-            for name, entry in found.items():
+            runs.append({"lane": backend, "process": found["process"]})
+            for name, entry in found["ops"].items():
                 slot = results[backend].setdefault(name, {"flops": entry["flops"], "shape": entry["shape"],
                                                           "times_s": []})
                 slot["times_s"] += entry["times_s"]
     print(f"{args.preset}: single ops, median of all repeats ({args.repeats} processes per backend), "
           f"{os.cpu_count()} CPUs")
     print(format_table(results, backends))
+    settings = process_table.compare(runs, [{"name": b} for b in backends])
+    print("\n" + process_table.format_table(settings))
     if args.json:
         outputs.atomic_write_text(args.json, json.dumps({"preset": args.preset, "overrides": overrides,
-                                                         "results": results}, indent=1))
+                                                         "process_settings": settings, "results": results}, indent=1))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--child"]:
+        from backends import process
+
+        process.start()  # the allocator, as every program (MICROGPT_MALLOC)
         print(json.dumps(measure(json.loads(sys.stdin.read()))))
         return 0
     return run_command(PROG, run, argv)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backends import host_memory
 from benchmarks import variants
 from common import config as config_mod
 from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xla-variant", default=None, metavar="NAMES",
                    help="JAX variants, comma-separated, each its own column: " + ", ".join(variants.XLA_VARIANTS)
                         + " (XLA:CPU's engine for the dots; default: default)")
+    p.add_argument("--malloc", default=None, metavar="NAMES",
+                   help="the workers' C allocator, comma-separated, each value a column for each backend: "
+                        + ", ".join(host_memory.ALLOCATORS) + f" (default: ${host_memory.ENV}, else "
+                        f"{host_memory.DEFAULT}; jemalloc and tcmalloc need Debian's libjemalloc2, libtcmalloc-minimal4)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per run, for latency and again for throughput (default: "
                         + ", ".join(f"{k} {v[0]}" for k, v in DEFAULT_STEPS.items()) + ")")

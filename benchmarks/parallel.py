@@ -55,10 +55,24 @@ def expand(specs: list[dict[str, Any]], counts: list[int] | None, mode: str | No
 
 
 def expand_lanes(lanes: list[dict[str, Any]], counts: list[int] | None) -> list[dict[str, Any]]:
-    """The report's lanes, one per lane and device count (as ``expand`` names them)."""
+    """The report's lanes, one per lane and device count (as ``expand`` names them). The frameworks
+    differ here by design: on many devices torch runs a process per device (torchrun gives each one thread unless
+    OMP_NUM_THREADS says otherwise), JAX one process with N devices (XLA_FLAGS asks for them on a
+    CPU): each declares those settings, which the settings table then marks as the variant's."""
     if counts is None:
         return lanes
-    return [ln | {"name": f"{ln['name']} x{n}", "about": f"{ln['about']}; {n} device(s)"} for ln in lanes for n in counts]
+    rows = {"torch": ("compute threads", "$OMP_NUM_THREADS"), "jax": ("$XLA_FLAGS",)}
+    return [ln | {"name": f"{ln['name']} x{n}", "about": f"{ln['about']}; {n} device(s)",
+                  "declares": ln.get("declares", {}) | (dict.fromkeys(rows[ln["backend"]], f"{ln['backend']} x{n}")
+                                                        if n > 1 else {})}
+            for ln in lanes for n in counts]
+
+
+def expand_pairs(pairs: list[tuple[str, str]], counts: list[int] | None) -> list[tuple[str, str]]:
+    """The jax/torch pairs of ``pairs``, once per device count (as ``expand_lanes`` names the lanes)."""
+    if counts is None:
+        return pairs
+    return [(f"{j} x{n}", f"{t} x{n}") for j, t in pairs for n in counts]
 
 
 def worker_command(spec: dict[str, Any]) -> list[str]:

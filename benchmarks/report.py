@@ -200,20 +200,27 @@ def lane_names(settings: dict[str, Any]) -> list[str]:
     return [lane["name"] for lane in settings.get("lanes") or [{"name": b} for b in settings["backends"]]]
 
 
+def ratio_label(pair: str) -> str:
+    """``jax malloc=system/torch malloc=system`` -> ``jax/torch malloc=system``: a ratio column's heading."""
+    jax_lane, torch_lane = pair.split("/")
+    common = jax_lane[len("jax"):]
+    return f"jax/torch{common}" if torch_lane == "torch" + common else pair
+
+
 def format_table(group: dict[str, Any], backends: list[str]) -> str:
-    """Figures down, backends across, then jax/torch."""
+    """Figures down, lanes across, then a jax/torch column per pair of default lanes (one per allocator)."""
     aggs = group["backends"]
     cols = [b for b in backends if b in aggs]
-    show_ratio = "jax" in aggs and "torch" in aggs
-    header = ["figure", *cols] + (["jax/torch"] if show_ratio else [])
+    pairs = group.get("pair_ratios") or ({"jax/torch": group["ratios"]} if "jax" in aggs and "torch" in aggs else {})
+    header = ["figure", *cols] + [ratio_label(p) for p in pairs]
     rows = [header]
     for key, label, scale, fmt in FIGURES:
         values = [figure_value(aggs[b], key) for b in cols]
         if all(v is None for v in values) and key in ("lower_s", "device_peak_bytes", "vendor_peak_flops_per_s", "mfu_vendor"):
             continue  # figures this device or framework does not have
         row = [label] + [_fmt(v, scale, fmt) for v in values]
-        if show_ratio:
-            r = group["ratios"].get(key)
+        for ratios_of_pair in pairs.values():
+            r = ratios_of_pair.get(key)
             row.append("n/a" if r is None else f"{r:.3f}")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -260,9 +267,10 @@ def format_report(report: dict[str, Any]) -> str:
     during = next((r["matmul_during_run"]["source"] for r in report["runs"] if r.get("matmul_during_run")), None)
     if during:
         out.append(f"matmul peak during run (each backend its own): {during}")
-    mallocs = {str((r.get("environment") or {}).get("host_malloc")) for r in report["runs"] if r.get("environment")}
-    if mallocs:
-        out.append(f"host malloc: {'; '.join(sorted(mallocs))}")
+    if report.get("process_settings", {}).get("rows"):
+        from benchmarks import process_table
+
+        out += ["", process_table.format_table(report["process_settings"]), ""]
     bad = [r for r in report["runs"] if r.get("status") != "ok"]
     for r in bad:
         out.append(f"{r['backend']} repeat {r['repeat']}{' ' + str(r['sweep']) if r['sweep'] else ''}: "
@@ -283,7 +291,7 @@ CSV_COLUMNS = ["sweep_key", "sweep_value", "backend", "runs", "valid_runs", "ste
 
 
 def to_csv(report: dict[str, Any]) -> str:
-    """One row per backend and configuration, and a ``jax/torch`` row of ratios where both ran."""
+    """One row per lane and configuration, and a ``jax/torch`` row of ratios per pair of lanes (one per allocator)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -299,10 +307,11 @@ def to_csv(report: dict[str, Any]) -> str:
                 else:
                     row[col] = agg.get(col)
             writer.writerow(row)
-        if group["ratios"]:
-            row = {"sweep_key": key, "sweep_value": value, "backend": "jax/torch"}
+        pairs = group.get("pair_ratios") or ({"jax/torch": group["ratios"]} if group["ratios"] else {})
+        for pair, ratios_of_pair in pairs.items():
+            row = {"sweep_key": key, "sweep_value": value, "backend": ratio_label(pair)}
             for col in CSV_COLUMNS[3:]:
                 fig = "step_s." + col[len("step_s_"):] if col.startswith("step_s_") else col
-                row[col] = group["ratios"].get(fig)
+                row[col] = ratios_of_pair.get(fig)
             writer.writerow(row)
     return buf.getvalue()

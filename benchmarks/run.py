@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import launch, machine_peak, parallel, variants
+from benchmarks import launch, machine_peak, parallel, process_table, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
                                 FALLBACK_STEPS, PROG, build_parser, checked_overrides, parse_sweep,
                                 resolve_data)
@@ -43,7 +43,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     overrides.setdefault("warmup_iters", 0)
     config_mod.build_configs(args.preset, overrides)  # a bad config fails here, before the corpus
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
-    lanes = variants.lanes(backends, bool(args.compile), args.compile_mode, args.xla_variant)
+    lanes = variants.lanes(backends, bool(args.compile), args.compile_mode, args.xla_variant, args.malloc)
     launch.check_outputs(args, sweep[0] if sweep else None, lanes)  # before any worker: never a late traceback
     data = resolve_data(args.data, args.quiet)
     values = sweep[1] if sweep else [None]
@@ -66,7 +66,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                 tag = "" if not group["sweep"] else " " + ",".join(f"{k}={v}" for k, v in group["sweep"].items())
                 spec = {
                     "backend": lane.backend, "lane": lane.name, "preset": args.preset,
-                    "overrides": group["overrides"] | lane.overrides, "xla_flags": lane.xla_flags, "data": data,
+                    "overrides": group["overrides"] | lane.overrides, "xla_flags": lane.xla_flags,
+                    "malloc": lane.malloc, "data": data,
                     "steps": steps, "warmup": warmup, "seed": args.seed, "progress": progress,
                     "fresh_peak": bool(args.fresh_peak) and r == 0 and g == 0,
                     "label": f"{lane.name}{tag} {r + 1}/{args.repeats}",
@@ -80,8 +81,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                               "sweep": group["sweep"], "spec": spec})
     counts = parallel.parse_devices(args.devices, args.parallel)
     specs = parallel.expand(specs, counts, args.parallel)
-    about = [{"name": ln.name, "backend": ln.backend, "variant": ln.variant, "about": variants.describe(ln)}
-             for ln in lanes]
+    about = [{"name": ln.name, "backend": ln.backend, "variant": ln.variant, "malloc": ln.malloc,
+              "declares": ln.declares, "about": variants.describe(ln)} for ln in lanes]
     settings = {
         "backends": backends, "lanes": parallel.expand_lanes(about, counts),
         "preset": args.preset, "device": args.device, "dtype": args.dtype,
@@ -93,6 +94,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
         "devices": args.devices, "parallel": args.parallel,
+        "pairs": parallel.expand_pairs(variants.pairs(lanes), counts),  # (jax lane, torch lane) per jax/torch ratio
     }
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
@@ -126,8 +128,9 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
             these = [r for r in runs if r["group"] == g and r["lane"] == lane["name"]]
             if these:
                 aggs[lane["name"]] = report_mod.aggregate(these)
+        pairs = {f"{j}/{t}": report_mod.ratios(aggs, j, t) for j, t in settings["pairs"] if j in aggs and t in aggs}
         summary.append({"sweep": group["sweep"], "batch_size": group["batch_size"], "block_size": group["block_size"],
-                        "backends": aggs, "ratios": report_mod.ratios(aggs)})
+                        "backends": aggs, "ratios": report_mod.ratios(aggs), "pair_ratios": pairs})
     backend_envs = {}
     for r in runs:
         if r.get("environment") and r["lane"] not in backend_envs:
@@ -135,6 +138,7 @@ def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, 
     return launch.finite({
         "schema_version": SCHEMA_VERSION,
         **launch.report_head(argv, settings, backends=backend_envs),
+        "process_settings": process_table.compare(runs, settings["lanes"]),
         "runs": [{k: v for k, v in r.items() if k != "group"} for r in runs],
         "summary": summary,
     })

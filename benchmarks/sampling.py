@@ -26,7 +26,7 @@ DEFAULT_TOKENS = 1000
 TIMED_CALLS = 5
 TEMPERATURE = 0.8  # microgpt sample's defaults
 TOP_K = 200
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each run's process settings, compared across backends
 
 _NUM = {"type": ["number", "null"]}
 RUN_SCHEMA = {
@@ -38,7 +38,8 @@ RUN_SCHEMA = {
 }
 SCHEMA = {
     "type": "object",
-    "required": ["schema_version", "task", "created", "command_line", "settings", "environment", "runs", "summary"],
+    "required": ["schema_version", "task", "created", "command_line", "settings", "environment", "process_settings",
+                 "runs", "summary"],
     "properties": {
         "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
         "task": {"type": "string", "enum": [TASK]},
@@ -62,7 +63,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     splits, vocab = load_tokens(spec["data"])
     model_config, train_config = config_mod.build_configs(spec["preset"], spec.get("overrides") or {}, vocab)
     train = load_backend(backend)
-    with process.settings(train, train_config, host_memory=True):
+    with process.settings(train, train_config):
         trainer = train.Trainer(model_config, train_config, init_weights(model_config, int(spec.get("seed", 1337))))
         rows, tokens = int(spec["num_samples"]), int(spec["tokens"])
         prompt = np.tile(np.asarray(splits["val"][:1], dtype=np.int32)[None, :], (rows, 1))
@@ -80,7 +81,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return {"backend": backend, "status": "ok", "task": TASK, "first_call_s": first, "calls_s": calls,
             "best_s": best, "median_s": median, "tokens_per_s": rows * tokens / best,
             "tokens_per_s_median": rows * tokens / median, "ms_per_token": 1e3 * best / tokens,
-            "environment": {"device": str(getattr(trainer, "device", "?"))}, "loadavg": sysinfo.loadavg()}
+            "environment": {"device": str(getattr(trainer, "device", "?"))}, "loadavg": sysinfo.loadavg(),
+            "process": process.speed_settings(train, trainer.device, trainer.dtype)}
 
 
 # -- the parent's side ----------------------------------------------------------------------------
@@ -132,6 +134,9 @@ def format_report(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         if r["status"] != "ok":
             lines.append(f"{r['backend']} repeat {r['repeat']}: {r['status']}: {r.get('error')}")
+    from benchmarks import process_table
+
+    lines += ["", process_table.format_table(report["process_settings"])]
     lines.append(f"command: {report['command_line']}")
     return "\n".join(lines) + "\n"
 
@@ -157,14 +162,15 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     """``--task sample`` in the parent: check everything, run the workers, print and write the report."""
     import sys
 
-    from benchmarks import launch
+    from benchmarks import launch, process_table
     from benchmarks.options import checked_overrides, resolve_data
     from common import config as config_mod
     from common.errors import UserError
 
     for flag, given in (("--sweep", args.sweep), ("--compile", args.compile), ("--compile-mode", args.compile_mode),
                         ("--xla-variant", args.xla_variant), ("--steps", args.steps), ("--warmup", args.warmup),
-                        ("--batch-size", args.batch_size), ("--plot", args.plot), ("--profile", args.profile)):
+                        ("--batch-size", args.batch_size), ("--plot", args.plot), ("--profile", args.profile),
+                        ("--malloc", args.malloc)):
         if given:
             raise UserError(f"{flag} is for the training benchmark (--task train); drop it with --task sample")
     tokens = DEFAULT_TOKENS if args.sample_tokens is None else args.sample_tokens
@@ -181,7 +187,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
         result = launch.run_worker(spec, progress=False)
         if result.get("status") == "user_error":
             raise UserError(result["error"])
-        entry = {**result, "backend": spec["backend"], "repeat": spec["repeat"]}
+        entry = {**result, "backend": spec["backend"], "lane": spec["backend"], "repeat": spec["repeat"]}
         entry.setdefault("error", None)
         runs.append(entry)
         if not args.quiet:
@@ -196,6 +202,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     report = launch.finite({
         "schema_version": SCHEMA_VERSION, "task": TASK,
         **launch.report_head(argv, settings),
+        "process_settings": process_table.compare(runs, [{"name": b} for b in backends]),
         "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
         "summary": summarize(runs, backends),
     })

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 3  # 2: the matmul peak during the run, and MFU against it; 3: lanes (variants), categories
+# 2: the matmul peak during the run, and MFU against it; 3: lanes (variants), categories;
+# 4: every run's process settings and their comparison across lanes, allocator lanes, a ratio per pair
+SCHEMA_VERSION = 4
 
 NUM = {"type": ["number", "null"]}
 INT = {"type": ["integer", "null"]}
@@ -64,6 +66,22 @@ RUN = {
                                    "mfu_vendor": NUM, "flops_per_iter": INT,
                                    "tokens_per_iter": INT}},
         "profile": {"type": "object"},
+        "process": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+PROCESS_SETTINGS = {
+    "type": "object",
+    "required": ["lanes", "rows", "differs"],
+    "properties": {
+        "lanes": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {
+            "type": "object", "required": ["setting", "values", "status", "variants"],
+            "properties": {"setting": {"type": "string"},
+                           "values": {"type": "object", "additionalProperties": {"type": "string"}},
+                           "status": {"type": "string", "enum": ["same", "variant", "DIFFERS"]},
+                           "variants": {"type": "array", "items": {"type": "string"}}}}},
+        "differs": {"type": "array", "items": {"type": "string"}},
     },
 }
 
@@ -93,8 +111,8 @@ SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "MicroGPT benchmark results",
     "type": "object",
-    "required": ["schema_version", "created", "command", "command_line", "settings", "environment", "runs",
-                 "summary"],
+    "required": ["schema_version", "created", "command", "command_line", "settings", "environment",
+                 "process_settings", "runs", "summary"],
     "properties": {
         "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
         "created": {"type": "string"},
@@ -110,7 +128,9 @@ SCHEMA: dict[str, Any] = {
                                                      "properties": {"name": {"type": "string"},
                                                                     "backend": {"type": "string",
                                                                                 "enum": ["torch", "jax"]},
-                                                                    "variant": {"type": "string"}}}},
+                                                                    "variant": {"type": "string"},
+                                                                    "malloc": {"type": "string"},
+                                                                    "declares": {"type": "object"}}}},
                 "preset": {"type": "string"}, "device": {"type": "string"}, "dtype": {"type": "string"},
                 "compile": {"type": "boolean"}, "steps": {"type": "integer", "minimum": 1},
                 "warmup": {"type": "integer", "minimum": 1}, "repeats": {"type": "integer", "minimum": 1},
@@ -135,17 +155,20 @@ SCHEMA: dict[str, Any] = {
                 "backends": {"type": "object"},
             },
         },
+        "process_settings": PROCESS_SETTINGS,
         "runs": {"type": "array", "items": RUN},
         "summary": {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["sweep", "batch_size", "block_size", "backends", "ratios"],
+                "required": ["sweep", "batch_size", "block_size", "backends", "ratios", "pair_ratios"],
                 "properties": {
                     "sweep": {"type": ["object", "null"]},
                     "batch_size": {"type": "integer"}, "block_size": {"type": "integer"},
                     "backends": {"type": "object", "additionalProperties": AGGREGATE},
                     "ratios": {"type": "object", "additionalProperties": NUM},
+                    "pair_ratios": {"type": "object",
+                                    "additionalProperties": {"type": "object", "additionalProperties": NUM}},
                 },
             },
         },

@@ -131,13 +131,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     train = load_backend(backend)
     bench = importlib.import_module(f"backends.{backend}.bench")
     # precision, seeds, 64-bit mode, and freed memory kept for reuse, as `microgpt train` makes them
-    with process.settings(train, train_config, host_memory=True):
-        host_malloc = process.host_memory_setting(train)  # what was set (MICROGPT_MALLOC=system to compare)
-        return _measure(spec, train, bench, model_config, train_config, splits, vocab, result, host_malloc, t_start)
+    # precision, seeds and 64-bit mode, as `microgpt train` makes them (the allocator: main, at the start)
+    with process.settings(train, train_config):
+        return _measure(spec, train, bench, model_config, train_config, splits, vocab, result, t_start)
 
 
-def _measure(spec, train, bench, model_config, train_config, splits, vocab, result, host_malloc,
-             t_start) -> dict[str, Any]:
+def _measure(spec, train, bench, model_config, train_config, splits, vocab, result, t_start) -> dict[str, Any]:
+    from backends import process
+
     backend = spec["backend"]
     steps, warmup = int(spec["steps"]), int(spec["warmup"])
     progress = bool(spec.get("progress"))
@@ -146,7 +147,8 @@ def _measure(spec, train, bench, model_config, train_config, splits, vocab, resu
     trainer = train.Trainer(model_config, train_config)
     result["cold"] = {"trainer_init_s": time.perf_counter() - t0,
                       "framework_import_and_setup_s": t0 - t_start}
-    result["environment"] = dict(bench.environment(trainer), host_malloc=host_malloc)
+    result["environment"] = bench.environment(trainer)
+    result["process"] = process.speed_settings(train, trainer.device, trainer.dtype)  # compared across lanes
     if RANK == 0:  # many torch ranks: only rank 0 reports, so only rank 0 probes (the others would compete)
         # every engine this framework brings (the machine's peak is the best of all installed), its own first
         result["engine_peaks"] = bench.engine_peaks(trainer.device, bool(spec.get("fresh_peak")))
@@ -271,6 +273,9 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = os.fdopen(os.dup(2), "w", buffering=1)
     try:
+        from backends import process
+
+        process.start()  # the allocator the parent chose for this lane (MICROGPT_MALLOC, LD_PRELOAD)
         spec_file = os.environ.get("MICROGPT_BENCH_SPEC")  # benchmarks/parallel.py: torch ranks share no stdin
         spec = json.loads(open(spec_file).read() if spec_file else sys.stdin.read())
         if spec.get("task") == "sample":  # python -m benchmarks.run --task sample

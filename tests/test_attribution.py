@@ -142,6 +142,10 @@ def test_the_micro_benchmark_times_every_category_in_both_frameworks(tmp_path):
         assert set(results[name]) == expected
         assert all(min(r["times_s"]) > 0 for r in results[name].values())
     assert results["torch"]["forward matmul"]["flops"] == 2.0 * 4 * 16 * 32 * 128  # (B*T, C) @ (C, 4C)
+    # both frameworks' ops ran under the same process settings, and the output says so
+    settings = json.loads(out.read_text())["process_settings"]
+    assert settings["lanes"] == ["torch", "jax"] and settings["differs"] == []
+    assert "every lane ran under the same process settings" in proc.stdout
 
 
 @pytest.mark.parametrize("args, words", [

@@ -67,11 +67,15 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
         assert set(during["before"]) == set(during["after"]) == set(run["matmul_peak"]["sizes"])
         assert run["metrics"]["mfu_during_run"] == pytest.approx(run["metrics"]["flops_per_s"] / during["flops_per_s"])
         assert Path(run["profile"]["trace"]).exists()
-        if sys.platform.startswith("linux") and run["backend"] == "torch":  # as `microgpt train` does
-            assert run["environment"]["host_malloc"].startswith("glibc"), run["environment"]["host_malloc"]
-        if run["backend"] == "jax":  # XLA reuses its own buffers: malloc is left alone
-            assert run["environment"]["host_malloc"].startswith("system default"), run["environment"]["host_malloc"]
-    assert "host malloc: glibc" in done.stdout or not sys.platform.startswith("linux")
+        if sys.platform.startswith("linux"):  # the same allocator for both backends, as `microgpt` runs
+            assert run["process"]["allocator"].startswith("reuse: glibc"), run["process"]["allocator"]
+    # fair by construction: the default run has no process setting that differs between the backends
+    table = data["process_settings"]
+    assert table["lanes"] == ["torch", "jax"] and table["differs"] == []
+    assert {r["status"] for r in table["rows"]} == {"same"}
+    assert {"device", "compute dtype", "compute threads", "float32 matmuls", "CPU affinity", "allocator",
+            "$XLA_FLAGS", "$OMP_NUM_THREADS", "$LD_PRELOAD"} <= {r["setting"] for r in table["rows"]}
+    assert "every lane ran under the same process settings" in done.stdout and "DIFFERS" not in done.stdout
     jax_run = data["runs"][1]
     assert jax_run["cold"]["compile_s"] > 0 and jax_run["cold"]["lower_s"] > 0
     assert jax_run["environment"]["memory"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"

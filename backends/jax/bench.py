@@ -24,8 +24,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from backends.jax.device import device_name
 from common import hostinfo, matmul_rate
-from common.hostinfo import cpu_model
 
 BACKEND = "jax"
 
@@ -51,12 +51,6 @@ def _version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def device_name(device) -> str:
-    if device.platform == "cpu":
-        return cpu_model()
-    return device.device_kind
 
 
 def _device_type(device) -> str:

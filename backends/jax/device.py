@@ -4,12 +4,14 @@ Part of the backend module's contract (``backends/interface.py``), re-exported b
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import jax
 
 from common.config import TrainConfig
 from common.errors import UserError
+from common.hostinfo import cpu_model
 
 
 def _gpus() -> list:
@@ -41,6 +43,13 @@ def as_device(device: Placement | str | None) -> Placement:
     return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
 
 
+def device_name(device: jax.Device) -> str:
+    """The device as its maker names it: the GPU's model, or the CPU's."""
+    if device.platform == "cpu":
+        return cpu_model()
+    return device.device_kind
+
+
 def resolve_dtype(requested: str, device: jax.Device) -> str:
     """``auto`` means bfloat16 compute on a GPU, float32 elsewhere."""
     if requested != "auto":
@@ -58,3 +67,22 @@ def process_settings(train_config: TrainConfig) -> Iterator[None]:
     precision = ("tensorfloat32" if train_config.tf32 else "highest") if on_gpu else None
     with jax.enable_x64(train_config.dtype == "float64"), jax.default_matmul_precision(precision):
         yield
+
+
+# jax_default_matmul_precision, in the words both backends' reports use
+MATMUL_PRECISION_NAMES = {"highest": "full float32", "float32": "full float32", "high": "TF32",
+                          "tensorfloat32": "TF32", "bfloat16": "bfloat16", "default": "bfloat16"}
+
+
+def speed_settings(device: jax.Device) -> dict[str, str]:
+    """How this process computes on ``device``, in the words ``backends.process.speed_settings``
+    compares across backends: the device, the threads of the CPU kernels, a float32 matmul's precision."""
+    precision = jax.config.jax_default_matmul_precision
+    if precision is None:  # XLA's default: full float32 on a CPU, TF32 on an NVIDIA GPU that has it
+        precision = "highest" if device.platform == "cpu" else "tensorfloat32"
+    # [torch≠jax] XLA sizes its CPU thread pool from the CPUs the process may use, and has no call
+    # to read or set it (torch: get_num_threads)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    kind = "cuda" if device.platform == "gpu" else device.platform
+    return {"device": f"{kind}: {device_name(device)}", "compute threads": str(threads),
+            "float32 matmuls": MATMUL_PRECISION_NAMES.get(str(precision).lower(), str(precision))}

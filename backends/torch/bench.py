@@ -24,21 +24,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from backends.torch.device import device_name
 from common import hostinfo, matmul_rate
-from common.hostinfo import cpu_model
 
 BACKEND = "torch"
 
 
 # -- environment ---------------------------------------------------------------------------
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple MPS"
-    return cpu_model()
-
 
 def environment(trainer=None) -> dict[str, Any]:
     device = trainer.device if trainer is not None else torch.device("cpu")

@@ -10,6 +10,7 @@ import torch
 
 from common.config import TrainConfig
 from common.errors import UserError
+from common.hostinfo import cpu_model
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -29,6 +30,15 @@ def select_device(requested: str = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The device as its maker names it: the GPU's model, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return cpu_model()
 
 
 def resolve_dtype(requested: str, device: torch.device) -> str:
@@ -60,3 +70,17 @@ def process_settings(train_config: TrainConfig) -> Iterator[None]:
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
         torch.set_float32_matmul_precision(before[2])
+
+
+# torch.get_float32_matmul_precision(), in the words both backends' reports use
+MATMUL_PRECISION_NAMES = {"highest": "full float32", "high": "TF32", "medium": "bfloat16"}
+
+
+def speed_settings(device: torch.device) -> dict[str, str]:
+    """How this process computes on ``device``, in the words ``backends.process.speed_settings``
+    compares across backends: the device, the threads of the CPU kernels, a float32 matmul's precision."""
+    precision = torch.get_float32_matmul_precision()
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        precision = "high"
+    return {"device": f"{device.type}: {device_name(device)}", "compute threads": str(torch.get_num_threads()),
+            "float32 matmuls": MATMUL_PRECISION_NAMES.get(precision, precision)}
