@@ -31,6 +31,7 @@ BACKEND = "jax"
 
 # Every XLA compilation in this process (jit, AOT .compile(), eager op dispatch) reports its
 # backend-compile duration here; counting them before and after a region shows recompilations.
+# [torch≠jax] torch._dynamo keeps its own counters; JAX reports each compilation to a listener
 _COMPILES = {"count": 0, "seconds": 0.0}
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -47,6 +48,7 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 # -- environment ---------------------------------------------------------------------------
 
 def _version(name: str) -> str | None:
+    # [torch≠jax] jaxlib, flax and optax are packages of their own; torch carries its versions (torch.version)
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -59,7 +61,7 @@ def device_name(device) -> str:
     return device.device_kind
 
 
-def _device_type(device) -> str:
+def _device_type(device) -> str:  # [torch≠jax] JAX's platform "gpu" is torch's device type "cuda"
     return "cuda" if device.platform == "gpu" else device.platform
 
 
@@ -119,6 +121,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
 
 def _compiled_memory(trainer) -> dict[str, Any] | None:
+    # [torch≠jax] XLA analyses a compiled program's memory before it runs; eager torch has no program
     compiled = trainer.compiled_step  # the AOT executable from Trainer.compile
     if compiled is None:
         return None

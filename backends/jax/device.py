@@ -13,6 +13,7 @@ from common.errors import UserError
 
 
 def _gpus() -> list:
+    # [torch≠jax] torch asks torch.cuda.is_available(); jax.devices("gpu") raises where there is none
     try:
         return jax.devices("gpu")
     except RuntimeError:  # no GPU backend in this jaxlib, or no GPU on this machine
@@ -37,7 +38,9 @@ Placement = jax.Device | jax.sharding.Sharding  # where arrays go: a device, or 
 
 
 def as_device(device: Placement | str | None) -> Placement:
-    """A name resolved to its device (None: the default one); a device or a sharding as it is."""
+    """A name resolved to its device (None: the default one); a device or a sharding as it is.
+    [torch≠jax] torch's calls take a device name as they take a device; JAX places arrays with
+    ``jax.device_put`` on a device or, on a mesh, a sharding, so a name is resolved here first."""
     return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
 
 
