@@ -39,7 +39,8 @@ def definitions(path: Path) -> list[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.append(node.name)
         if isinstance(node, ast.ClassDef):
-            names += [f"{node.name}.{m.name}" for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            names += [f"{node.name}.{m.name}" for m in node.body
+                      if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
     return names
 
 
@@ -110,7 +111,8 @@ def test_every_definition_is_on_one_row_with_its_twin(parsed):
     assert {"model", "train", "sampling", "device", "parallel"} <= set(stems)
     for stem in stems:
         rows = [(t, j) for pair, t, j, _ in parsed.rows if pair == stem]
-        torch_defs, jax_defs = definitions(BACKENDS / "torch" / f"{stem}.py"), definitions(BACKENDS / "jax" / f"{stem}.py")
+        torch_defs = definitions(BACKENDS / "torch" / f"{stem}.py")
+        jax_defs = definitions(BACKENDS / "jax" / f"{stem}.py")
         for name in torch_defs:
             holding = [(t, j) for t, j in rows if t == name]
             assert len(holding) == 1, (stem, name)
@@ -160,7 +162,8 @@ def test_an_unmirrored_definition_is_a_one_sided_row(tmp_path):
     before = build_page(tmp_path)
     with open(tmp_path / "torch" / "model.py", "a", encoding="utf-8") as f:
         f.write("\n\ndef only_in_torch(x):\n    return x\n")
-        f.write("\n\n# [torch≠jax] torch alone needs this one, for a reason given here\ndef explained(x):\n    return x\n")
+        f.write("\n\n# [torch≠jax] torch alone needs this one, for a reason given here\n"
+                "def explained(x):\n    return x\n")
     page = build_page(tmp_path)
     parsed = Page(page.html)
     rows = {(t, j): anchor for _, t, j, anchor in parsed.rows}

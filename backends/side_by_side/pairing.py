@@ -100,35 +100,45 @@ def align(left_file: SourceFile, left: Unit | None, right_file: SourceFile, righ
           ) -> list[tuple[int | None, int | None]]:
     """The two units' line numbers, paired: equal lines (difflib's matching blocks), then within
     each changed stretch the most alike lines (``q.view(...)`` facing ``q.reshape(...)``), then
-    what is left of a stretch side by side in order, so that nothing is spread out needlessly."""
+    the rest of a stretch in order where they are of a kind (code, comment, docstring), so that
+    nothing is spread out needlessly and a comment does not face unrelated code."""
     a = list(range(left.start, left.end + 1)) if left else []
     b = list(range(right.start, right.end + 1)) if right else []
-    a_text = [left_file.lines[i - 1].strip() for i in a]
-    b_text = [right_file.lines[j - 1].strip() for j in b]
+    a_lines = [(left_file.lines[i - 1].strip(), _kind(left_file, i)) for i in a]
+    b_lines = [(right_file.lines[j - 1].strip(), _kind(right_file, j)) for j in b]
     pairs: list[tuple[int | None, int | None]] = []
-    matcher = difflib.SequenceMatcher(None, a_text, b_text, autojunk=False)
+    matcher = difflib.SequenceMatcher(None, [t for t, _ in a_lines], [t for t, _ in b_lines], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             pairs += list(zip(a[i1:i2], b[j1:j2]))
         else:
-            pairs += _compact(_most_alike(a[i1:i2], a_text[i1:i2], b[j1:j2], b_text[j1:j2]))
+            pairs += _most_alike(a[i1:i2], a_lines[i1:i2], b[j1:j2], b_lines[j1:j2])
     return pairs
 
 
-def _most_alike(a, a_text, b, b_text) -> list[tuple[int | None, int | None]]:
-    """Pairs of lines, in order on both sides, of the greatest total likeness (each pair at least
-    SIMILAR alike); the lines in no pair stand alone. A small dynamic programme: stretches are short."""
-    n, m = len(a), len(b)
-    if not n or not m:
-        return [(i, None) for i in a] + [(None, j) for j in b]
+def _kind(source: SourceFile, line: int) -> str:
+    text = source.lines[line - 1].strip()
+    if not text:
+        return "blank"
+    if text.startswith("#"):
+        return "comment"
+    return "docstring" if source.html_lines[line - 1].lstrip().startswith('<span class="sd">') else "code"
 
-    a_words = [_words(t) for t in a_text]
-    b_words = [_words(t) for t in b_text]
+
+def _most_alike(a, a_lines, b, b_lines) -> list[tuple[int | None, int | None]]:
+    """Pairs of lines, in order on both sides, of the greatest total likeness: first the pairs at
+    least SIMILAR alike, then as many pairs of one kind as fit between them (all of them together
+    worth less than one alike pair); the lines in no pair stand alone. A small dynamic programme over a
+    changed stretch: stretches are short."""
+    n, m = len(a), len(b)
+    kind = SIMILAR / (min(n, m) + 1)
+    a_words = [_words(t) for t, _ in a_lines]
+    b_words = [_words(t) for t, _ in b_lines]
     best = [[0.0] * (m + 1) for _ in range(n + 1)]
     like = [[0.0] * m for _ in range(n)]
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
-            like[i][j] = _likeness(a_words[i], b_words[j])
+            like[i][j] = _likeness(a_words[i], b_words[j]) or (kind if a_lines[i][1] == b_lines[j][1] else 0.0)
             paired = like[i][j] + best[i + 1][j + 1] if like[i][j] else 0.0
             best[i][j] = max(best[i + 1][j], best[i][j + 1], paired)
     out, i, j = [], 0, 0
@@ -178,31 +188,6 @@ def _likeness(a: list[str], b: list[str]) -> float:
     blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
     likeness = score(sum(block.size for block in blocks))
     return likeness if likeness >= SIMILAR else 0.0
-
-
-def _compact(pairs: list[tuple[int | None, int | None]]) -> list[tuple[int | None, int | None]]:
-    """Between two paired lines, the left-only and right-only lines side by side, in order."""
-    out: list[tuple[int | None, int | None]] = []
-    run_left: list[int] = []
-    run_right: list[int] = []
-
-    def flush():
-        k = max(len(run_left), len(run_right))
-        out.extend((run_left[i] if i < len(run_left) else None, run_right[i] if i < len(run_right) else None)
-                   for i in range(k))
-        run_left.clear()
-        run_right.clear()
-
-    for left, right in pairs:
-        if left is not None and right is not None:
-            flush()
-            out.append((left, right))
-        elif left is not None:
-            run_left.append(left)
-        else:
-            run_right.append(right)
-    flush()
-    return out
 
 
 # -- reasons for one-sided definitions -----------------------------------------------------------

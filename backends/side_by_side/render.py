@@ -215,9 +215,10 @@ def _absent(pair: Pair, row: Row, side: str, n_lines: int, numbering: Numbering)
     """The empty side of a one-sided row, with the reason the other side gives (or its absence)."""
     present = row.one_sided
     if row.reasons:
-        links = ", ".join(f'<a href="#note-{numbering.note_id(pair.stem, n)}">note '
-                          f"{numbering.note_id(pair.stem, n)}</a>" for n in row.reasons)
-        text = f"No twin in {LABEL[side]}: {links} says why."
+        reasons = "".join(f'<p><a href="#note-{numbering.note_id(pair.stem, n)}">Note '
+                          f"{numbering.note_id(pair.stem, n)}</a> <span class=\"side\">{LABEL[n.side]} {n.line}</span> "
+                          f"{_prose(n.text)}</p>" for n in row.reasons)
+        text = f"No twin in {LABEL[side]}; why:{reasons}"
         cls = "absent"
     else:
         text = (f"No twin in {LABEL[side]}, and no <code>{_e(TAG)}</code> note says why: a bug to fix in "

@@ -62,6 +62,7 @@ td.src.noted, td.ln.noted { background: var(--noted); }
 td.absent { background: var(--gap); vertical-align: top; padding: 8px 12px; font: 13px/1.5 var(--sans);
             border-left: 1px solid var(--rule); }
 td.absent.bad { background: var(--bad-bg); }
+td.absent p { margin: 6px 0 0; }
 td.margin { vertical-align: top; padding: 0 6px 4px 10px; border-left: 1px solid var(--rule);
             font: 12.5px/1.42 var(--sans); }
 .note { background: var(--note-bg); border-left: 3px solid var(--note-edge); border-radius: 3px;
