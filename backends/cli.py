@@ -1,5 +1,5 @@
 """The ``microgpt`` command: train, sample, convert (and eval, see backends/evaluate.py; parity,
-see backends/parity/).
+see backends/parity/; side-by-side, see backends/side_by_side/).
 
 Every problem the user can fix ends in one line on stderr and exit status 2.
 """
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backends.evaluate import add_parser as add_eval  # microgpt eval (framework-free at import)
 
     add_eval(sub)
+    from backends.side_by_side.cli import add_parser as add_side_by_side  # reads the code; imports no framework
+
+    add_side_by_side(sub)
     try:
         from backends.parity.cli import add_parser as add_parity
     except ImportError:  # the parity suite ships with the package; tolerate partial checkouts

@@ -24,13 +24,14 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from backends.jax.device import device_name
+from backends.jax.device import device_name, device_type
 from common import hostinfo, matmul_rate
 
 BACKEND = "jax"
 
 # Every XLA compilation in this process (jit, AOT .compile(), eager op dispatch) reports its
 # backend-compile duration here; counting them before and after a region shows recompilations.
+# [torch≠jax] torch._dynamo keeps its own counters; JAX reports each compilation to a listener
 _COMPILES = {"count": 0, "seconds": 0.0}
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -47,14 +48,11 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 # -- environment ---------------------------------------------------------------------------
 
 def _version(name: str) -> str | None:
+    # [torch≠jax] jaxlib, flax and optax are packages of their own; torch carries its versions (torch.version)
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _device_type(device) -> str:
-    return "cuda" if device.platform == "gpu" else device.platform
 
 
 def environment(trainer=None) -> dict[str, Any]:
@@ -63,7 +61,7 @@ def environment(trainer=None) -> dict[str, Any]:
         "framework": "jax",
         "versions": {"jax": jax.__version__, "jaxlib": _version("jaxlib"), "flax": _version("flax"),
                      "optax": _version("optax")},
-        "device": {"type": _device_type(device), "name": device_name(device), "kind": device.device_kind,
+        "device": {"type": device_type(device), "name": device_name(device), "kind": device.device_kind,
                    "platform": device.platform, "count": len(jax.devices(device.platform)),
                    "default_backend": jax.default_backend()},
         "threads": {"XLA_FLAGS": os.environ.get("XLA_FLAGS"),
@@ -113,6 +111,7 @@ def reset_peak_memory(trainer) -> dict[str, Any]:
 
 
 def _compiled_memory(trainer) -> dict[str, Any] | None:
+    # [torch≠jax] XLA analyses a compiled program's memory before it runs; eager torch has no program
     compiled = trainer.compiled_step  # the AOT executable from Trainer.compile
     if compiled is None:
         return None
@@ -150,7 +149,7 @@ def peak_memory(trainer) -> dict[str, Any]:
 
 def _probe_key(device, dtype: str, sizes: tuple[int, ...]) -> str:
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"jax {jax.__version__} | {_device_type(device)} | {device_name(device)} | threads={threads} | "
+    return (f"jax {jax.__version__} | {device_type(device)} | {device_name(device)} | threads={threads} | "
             f"{dtype} | precision=highest | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} | n={'/'.join(map(str, sizes))}")
 
 
@@ -191,7 +190,7 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     return matmul_rate.record_peak(key, rates, lambda n: (
         f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "
         f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"),
-        engine="XLA" + (f" (XLA_FLAGS {flags})" if flags else ""), device=f"{_device_type(device)}|{device_name(device)}")
+        engine="XLA" + (f" (XLA_FLAGS {flags})" if flags else ""), device=f"{device_type(device)}|{device_name(device)}")
 
 
 ENGINES = {"cpu": ("XLA",), "cuda": ("XLA",)}

@@ -15,6 +15,7 @@ from common.hostinfo import cpu_model
 
 
 def _gpus() -> list:
+    # [torch≠jax] torch asks torch.cuda.is_available(); jax.devices("gpu") raises where there is none
     try:
         return jax.devices("gpu")
     except RuntimeError:  # no GPU backend in this jaxlib, or no GPU on this machine
@@ -39,8 +40,14 @@ Placement = jax.Device | jax.sharding.Sharding  # where arrays go: a device, or 
 
 
 def as_device(device: Placement | str | None) -> Placement:
-    """A name resolved to its device (None: the default one); a device or a sharding as it is."""
+    """A name resolved to its device (None: the default one); a device or a sharding as it is.
+    [torch≠jax] torch's calls take a device name as they take a device; JAX places arrays with
+    ``jax.device_put`` on a device or, on a mesh, a sharding, so a name is resolved here first."""
     return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
+
+
+def device_type(device: jax.Device) -> str:  # [torch≠jax] JAX's platform "gpu" is torch's device type "cuda"
+    return "cuda" if device.platform == "gpu" else device.platform
 
 
 def device_name(device: jax.Device) -> str:
@@ -83,6 +90,5 @@ def speed_settings(device: jax.Device) -> dict[str, str]:
     # [torch≠jax] XLA sizes its CPU thread pool from the CPUs the process may use, and has no call
     # to read or set it (torch: get_num_threads)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    kind = "cuda" if device.platform == "gpu" else device.platform
-    return {"device": f"{kind}: {device_name(device)}", "compute threads": str(threads),
+    return {"device": f"{device_type(device)}: {device_name(device)}", "compute threads": str(threads),
             "float32 matmuls": MATMUL_PRECISION_NAMES.get(str(precision).lower(), str(precision))}

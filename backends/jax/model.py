@@ -2,9 +2,9 @@
 
 nanoGPT's architecture: token + position embeddings, pre-LayerNorm blocks of causal
 multi-head self-attention and an exact-GELU MLP, a final LayerNorm, and an LM head
-that shares its weight with the token embedding. Lines tagged ``# [torch≠jax]`` are
-where the two frameworks genuinely differ; ``grep -n '\\[torch≠jax\\]' backends/*/model.py``
-lists them all.
+that shares its weight with the token embedding. Every line where the two frameworks
+genuinely differ carries a torch≠jax note in brackets: ``grep -n '\\[torch≠jax\\]' backends/*/model.py``
+lists them, and ``microgpt side-by-side`` sets them beside the code.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ ones = nnx.initializers.ones_init()
 
 
 def proj_init(config: ModelConfig):
-    """The residual projections (c_proj) get a smaller std, shrinking with depth (GPT-2)."""
+    """The residual projections (c_proj) get a smaller std, shrinking with depth (GPT-2).
+    [torch≠jax] torch re-draws the c_proj weights in ``GPT.__init__``, after ``_init_weights``;
+    Flax gives each c_proj this initializer as it is built."""
     return _normal(INIT_STD / math.sqrt(2 * config.n_layer))
 
 
 @functools.lru_cache(maxsize=None)
 def _normal(std: float):
-    # one initializer object per std: layers keep theirs as static attributes, and two models
+    # [torch≠jax] one initializer object per std: layers keep theirs as static attributes, and two models
     # built alike then have equal graph definitions, so jit reuses one compiled program for both
     return nnx.initializers.normal(stddev=std)
 

@@ -29,7 +29,8 @@ HOST_ENV = ("MICROGPT_COORDINATOR", "MICROGPT_NUM_HOSTS", "MICROGPT_HOST_ID")
 
 def request_host_devices(n: int) -> None:
     """N CPU devices in this process (a GPU's devices are what they are). The entry point's part:
-    the count is fixed when JAX initialises its backends, so this comes before any array."""
+    the count is fixed when JAX initialises its backends, so this comes before any array.
+    [torch≠jax] torch starts one process per CPU device (``launch``); JAX makes N of them in one."""
     init_hosts()
     try:
         jax.config.update("jax_num_cpu_devices", max(n, jax.config.jax_num_cpu_devices))
@@ -39,7 +40,8 @@ def request_host_devices(n: int) -> None:
 
 def init_hosts() -> None:
     """``jax.distributed.initialize`` from MICROGPT_COORDINATOR=host:port, MICROGPT_NUM_HOSTS,
-    MICROGPT_HOST_ID (each host runs the same command), if they are set."""
+    MICROGPT_HOST_ID (each host runs the same command), if they are set.
+    [torch≠jax] torch's processes meet through torchrun's rendezvous, from the launcher's environment."""
     if HOST_ENV[0] in os.environ and not jax.distributed.is_initialized():
         address, hosts, host = (os.environ.get(k) for k in HOST_ENV)
         if hosts is None or host is None:
@@ -75,6 +77,9 @@ class Parallel:
         self._stacked_rows = NamedSharding(self.mesh, P(None, "data"))  # the same for (K, B/K, T)
 
     # -- where arrays live ----------------------------------------------------------------------
+    # [torch≠jax] on a mesh the arrays carry their layout: ``_sharding``, ``shardings``, ``place`` and
+    # ``placement`` say where each lives, and ``jit`` gives the compiled step those shardings; torch
+    # wraps the model instead (``wrap``: DDP, FSDP2) and gathers or splits its DTensor shards (``full``, ``like``)
     def _sharding(self, leaf) -> NamedSharding:
         """ddp: every array whole on every device. fsdp: split along its largest axis that the
         mesh divides (whole where none does: scalars, odd vocabularies)."""
@@ -97,8 +102,8 @@ class Parallel:
         """Where a small replicated input goes (a sampling window, a count): the device or the mesh."""
         return self.device if self.mesh is None else self.replicated
 
-    # [torch≠jax] torch's micro_batches / local hand each rank its rows; here the whole global batch
-    # is placed, its rows split along the mesh
+    # [torch≠jax] torch's ``micro_batches`` / ``local`` hand each rank its rows; here the whole global batch
+    # is placed, its rows split along the mesh (``rows``, ``batch_placement``, ``batch``)
     @property
     def rows(self):
         """Where a (B, T) batch of the global batch size goes: its rows split along the mesh."""

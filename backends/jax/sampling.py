@@ -23,7 +23,9 @@ SAMPLE_CHUNK = 32  # tokens per call of the compiled sampling loop
 @functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_uniforms"))
 def _sample_chunk(window, last, key, uniforms, temperature, state, *, graphdef, greedy, top_k, use_uniforms):
     """One token per row of ``uniforms`` (chunk, B), each picked after ``window[:, last]`` and
-    written into the window (shifted left once full); returns the new tokens as (B, chunk)."""
+    written into the window (shifted left once full); returns the new tokens as (B, chunk).
+    [torch≠jax] the compiled loop ``generate`` calls once per chunk; torch's ``generate`` calls the
+    model once per token, eagerly, and needs no such function."""
     model = nnx.merge(graphdef, state)
 
     def one_token(carry, u):

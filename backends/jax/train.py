@@ -93,7 +93,7 @@ def configure_optimizer(model: GPT, cfg: TrainConfig) -> nnx.Optimizer:
 
 @functools.lru_cache(maxsize=None)
 def _transformation(config: ModelConfig, cfg: TrainConfig, dtype) -> optax.GradientTransformation:
-    # one transformation object per configuration: the optimizer keeps it as a static attribute,
+    # [torch≠jax] one transformation object per configuration: the optimizer keeps it as a static attribute,
     # so two Trainers built alike have equal graph definitions and share one compiled step.
     # Every optax default that differs from torch.optim.AdamW is set: torch's eps is optax's eps
     # (added to sqrt(v_hat)), never eps_root; optax's weight_decay default is 1e-4, torch's 1e-2
@@ -118,6 +118,8 @@ def clip_grad_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.clip_by_global_norm(max_norm)
 
 
+# [torch≠jax] the eval forward pass, jitted, on the split model's arrays; torch's estimate_loss
+# calls the module it is given, which compiles itself lazily if at all (torch.compile)
 @functools.partial(jax.jit, static_argnums=0)
 def _eval_loss(graphdef, state, x, y):
     model = nnx.merge(graphdef, state)
@@ -166,6 +168,8 @@ def _train_step(graphdef, state, x, y, lr):
     return loss, nnx.state((model, optimizer))
 
 
+# [torch≠jax] Trainer.loss_and_grads and Trainer.logits run these compiled functions
+# (``_loss_and_grads``, ``_logits``); torch's Trainer calls its module, compiled lazily if at all
 @nnx.jit
 def _loss_and_grads(model, x, y):
     return nnx.value_and_grad(lambda m: m(x, y)[1])(model)
@@ -208,6 +212,10 @@ class Trainer:
         self.iter_num = 0  # optimizer steps taken; drives the learning-rate schedule
 
     # -- the NNX objects, brought up to date with the arrays of the compiled step --------------
+    # [torch≠jax] the compiled step returns new arrays and leaves the NNX objects on the donated ones:
+    # ``model`` and ``optimizer`` are properties that bring them up to date first (``_sync``), and
+    # ``_resplit`` takes their arrays as the state after a change outside the step; torch's step
+    # updates its model and optimizer in place, plain attributes
     def _sync(self) -> None:
         if not self._synced:
             nnx.update((self._model, self._optimizer), self._state)
@@ -238,6 +246,8 @@ class Trainer:
         """Block until all queued work (the step that produced ``loss``, its update) is done."""
         jax.block_until_ready((loss, self._state))
 
+    # [torch≠jax] the compiled step takes the lr as an argument, an array of the parameters' dtype;
+    # torch's step sets it on the optimizer (set_learning_rate) before stepping
     def _lr(self) -> np.ndarray:  # get_lr(iter_num), in the parameters' dtype
         return np.asarray(get_lr(self.iter_num, self.train_config), dtype=self._param_dtype)
 

@@ -68,6 +68,7 @@ def environment(trainer=None) -> dict[str, Any]:
 
 
 def _parallel_backend() -> str | None:
+    # [torch≠jax] ATen's intra-op thread pool (OpenMP or TBB) is a build choice torch reports; XLA:CPU has none
     for line in torch.__config__.parallel_info().splitlines():
         if line.startswith("ATen parallel backend"):
             return line.split(":", 1)[1].strip()
@@ -124,6 +125,7 @@ def peak_memory(trainer) -> dict[str, Any]:
 # -- the device's matmul peak ---------------------------------------------------------------
 
 def _sync(device: torch.device) -> None:
+    # [torch≠jax] torch waits for a device (torch.cuda.synchronize); JAX waits for arrays (block_until_ready)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -192,6 +194,7 @@ def engine_peaks(device, fresh: bool = False) -> list[dict[str, Any]]:
 
 
 def _onednn_probe(n: int) -> Callable[[], None]:
+    # [torch≠jax] torch brings oneDNN beside its BLAS, a second CPU matmul engine; JAX's one engine is XLA
     gen = torch.Generator().manual_seed(n)
     a = torch.randn(n, n, generator=gen).to_mkldnn()
     w = torch.randn(n, n, generator=gen)
@@ -234,7 +237,9 @@ def _kernels_named(compiled: bool) -> Iterator[None]:
     Inductor is asked to record each kernel by name (``cpp.enable_kernel_profile``): for the
     trace, the graphs are rebuilt that way (the untraced step before the trace does it), and
     dropped after, so nothing timed ever ran the recording build. (On a GPU the profiler names
-    Triton's kernels by itself.)"""
+    Triton's kernels by itself.)
+
+    [torch≠jax] a JAX trace names every XLA op by its HLO instruction, with nothing to switch on."""
     if not compiled:
         yield
         return
@@ -250,6 +255,8 @@ def _kernels_named(compiled: bool) -> Iterator[None]:
 
 
 # -- what each traced op is (benchmarks/attribution.py: the same categories for every backend) ------
+# [torch≠jax] torch's profiler names aten ops, Inductor's kernels and collectives, classified here by
+# name (``fused_kernel_category``, ``_is_collective``); JAX's ops are classified from the HLO (jax/hlo.py)
 
 _MATMULS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm", "aten::baddbmm"}
 _BY_NAME = [  # (category, aten op names) for everything that is not a matmul

@@ -2,9 +2,9 @@
 
 nanoGPT's architecture: token + position embeddings, pre-LayerNorm blocks of causal
 multi-head self-attention and an exact-GELU MLP, a final LayerNorm, and an LM head
-that shares its weight with the token embedding. Lines tagged ``# [torch≠jax]`` are
-where the two frameworks genuinely differ; ``grep -n '\\[torch≠jax\\]' backends/*/model.py``
-lists them all.
+that shares its weight with the token embedding. Every line where the two frameworks
+genuinely differ carries a torch≠jax note in brackets: ``grep -n '\\[torch≠jax\\]' backends/*/model.py``
+lists them, and ``microgpt side-by-side`` sets them beside the code.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from common.params import param_layout
 
 
 def _wait(device: torch.device) -> None:
+    # [torch≠jax] torch waits for the GPU (torch.cuda.synchronize); JAX's ops wait on their results
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -39,7 +40,7 @@ def micro_ops(cfg: ModelConfig, tc: TrainConfig) -> dict[str, tuple[Callable[[],
     att = rand(B, nh, T, T)
     ln_in, ln = rand(N, C, grad=True), layer_norm(cfg).to(device)
     logits, targets = rand(N, V, grad=True), torch.randint(0, V, (N,), generator=gen).to(device)
-    params = [rand(*p.shape) for p in _param_shapes(cfg)]
+    params = [rand(*s.shape) for s in param_layout(cfg)]
     opt = torch.optim.AdamW([torch.nn.Parameter(p) for p in params], lr=1e-3, betas=(tc.beta1, tc.beta2), eps=1e-8,
                             weight_decay=tc.weight_decay, fused=device.type in ("cuda", "cpu"))
     for p in opt.param_groups[0]["params"]:
@@ -86,8 +87,3 @@ def micro_ops(cfg: ModelConfig, tc: TrainConfig) -> dict[str, tuple[Callable[[],
         ops["elementwise: dropout"] = (run(lambda: F.dropout(att, cfg.dropout, training=True)), 0.0,
                                        f"({B}, {nh}, {T}, {T}) p={cfg.dropout}")
     return ops
-
-
-def _param_shapes(cfg: ModelConfig):
-    return [torch.empty(s.shape) for s in param_layout(cfg)]
-

@@ -35,7 +35,8 @@ def available_devices(device: str) -> tuple[int, str]:
 
 def launch(argv: list[str], devices: int, device: str) -> int:
     """``microgpt train --devices N``: the same command, N times, through torch's own launcher
-    (``torch.distributed.run``, what ``torchrun`` runs); its exit status."""
+    (``torch.distributed.run``, what ``torchrun`` runs); its exit status.
+    [torch≠jax] one process per device: JAX runs its N devices in this process instead."""
     common_parallel.check_available(devices, *available_devices(device))
     from torch.distributed import run as torchrun
 
@@ -125,7 +126,9 @@ class Parallel:
 
     def sync_gradients(self, module: torch.nn.Module, last: bool):
         """Reduce gradients only on the last micro-batch: DDP's ``no_sync``, FSDP2's
-        ``set_requires_gradient_sync``; nothing to do on one device."""
+        ``set_requires_gradient_sync``; nothing to do on one device.
+        [torch≠jax] JAX's step averages the K micro-batches' gradients as values, and the compiler
+        places the one reduction: nothing to hold back."""
         if self.mode == "ddp" and not last:
             return module.no_sync()
         if self.mode == "fsdp" and self.accumulation > 1:  # with one micro-batch it stays on
