@@ -24,6 +24,12 @@ class UserError(Exception):
         quotes it inside its own message with its own fix."""
         return str(self).split("; ")[0]
 
+    @property
+    def advice(self) -> str:
+        """What follows the problem: the fix."""
+        parts = str(self).split("; ", 1)
+        return parts[1] if len(parts) > 1 else ""
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
@@ -50,7 +56,10 @@ def reject_unknown_flags(extra: list[str], options: list[str], keys: list[str]) 
 
 
 def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
-    """``run(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and its code."""
+    """``run(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and its code.
+
+    A write the machine refused that no caller translated (a full disk, a read-only mount,
+    inside a framework's own writer) is one line too (``common/writes.py``)."""
     try:
         return run(argv)
     except UserError as exc:
@@ -61,3 +70,10 @@ def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str]) -> 
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        from common.writes import MACHINE_REFUSALS, os_error_message
+
+        if exc.errno not in MACHINE_REFUSALS:
+            raise
+        print(f"{prog}: error: {os_error_message(exc)}", file=sys.stderr)
+        return UserError.exit_code
