@@ -44,13 +44,13 @@ def launch(argv: list[str], devices: int, device: str) -> int:
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={devices}", "-m", "backends.cli", *argv])
     try:
         torchrun.run(args)
-    except SignalException:  # Ctrl-C: the launcher forwarded it, rank 0 saved and said so
-        return 130
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher forwarded it, rank 0 saved and said so
+        return 128 + int(exc.sigval)
     except Exception as exc:  # the ranks have printed their own errors; one line here
         failures = getattr(exc, "failures", {})
         codes = {f.exitcode for f in failures.values()} if failures else {1}
-        if codes == {130}:  # every rank stopped on Ctrl-C, after rank 0 saved
-            return 130
+        if codes in ({130}, {143}):  # every rank stopped on Ctrl-C (SIGTERM), after rank 0 saved
+            return codes.pop()
         print(f"microgpt: error: {len(failures) or 'a'} rank(s) failed", file=sys.stderr)
         return 2 if codes == {2} else max(codes)
     return 0
