@@ -16,7 +16,7 @@ what was there:
 Files are written atomically (``common/writes.py``: a temporary file in the same folder,
 fsync, ``os.replace``; a full disk or a read-only place is one line); a temporary file that a
 kill left behind is removed the next time MicroGPT writes into that folder
-(``remove_stale_temporaries``).
+(``remove_stale_temporaries``), by the process that holds the folder's lock (``common/lock.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from common.errors import UserError
+from common.lock import LOCK_FILE
 from common.writes import atomic_write_bytes
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_dir", "check_file", "check_run_dir",
@@ -103,9 +104,10 @@ def _listing(entries: list[str]) -> str:
 
 
 def _leftovers_only(folder: Path, subdirs: set[str] = frozenset()) -> bool:
-    """Only temporary files of an interrupted first save (and ``subdirs`` holding only those)."""
+    """Only temporary files of an interrupted first save and lock files (and ``subdirs`` holding
+    only those)."""
     for entry in folder.iterdir():
-        if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
+        if entry.is_file() and (entry.name == LOCK_FILE or entry.name.startswith(".") and entry.name.endswith(".tmp")):
             continue
         if not (entry.is_dir() and entry.name in subdirs and _leftovers_only(entry)):
             return False
