@@ -145,6 +145,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if bad:
         raise UserError(f"checkpoint {str(file)!r} holds non-finite weights ({', '.join(bad[:3])}), written after "
                         "training diverged; use an earlier checkpoint or train again")
+    bad = nonfinite(optimizer or {})
+    if bad:  # checked here, not blamed on the learning rate when a resumed run's first step turns NaN
+        raise UserError(f"checkpoint {str(file)!r} holds a non-finite optimizer state ({', '.join(bad[:3])}); "
+                        "use an earlier checkpoint or train again")
     return Checkpoint(weights=weights, optimizer=optimizer, rng=rng, **fields)
 
 
