@@ -11,6 +11,7 @@ import sys
 
 from backends import BACKENDS
 from common import config as config_mod
+from common import signals
 from common.config import PRESETS, parse_overrides
 from common.errors import OneLineParser, UserError, option_names, reject_unknown_flags, run_command
 
@@ -100,7 +101,7 @@ def run(argv: list[str]) -> int:
         if result.main:
             print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
                   f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
-        return 130 if result.interrupted else 0
+        return signals.exit_code(signum=result.signal) if result.interrupted else 0  # 130 Ctrl-C, 143 SIGTERM
     if args.command == "sample":
         from backends import trainloop  # trainloop.sample checks its numbers before reading the checkpoint
 
