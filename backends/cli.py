@@ -121,7 +121,12 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("microgpt", run, sys.argv[1:] if argv is None else argv)
+    code = run_command("microgpt", run, sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the process's own command: a rank of torchrun ends without the interpreter's exit
+        from backends import parallel_launch
+
+        return parallel_launch.exit_rank(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -225,6 +225,7 @@ def _loop(module, backend, preset, model_config, train_config, tokenizer, corpus
                 by = f" ({signals.describe(stop.signum)})" if stop.signum is not None else ""
                 say(f"interrupted at step {it}{by}: checkpoint saved to {out_dir / LAST}; continue with --resume")
         # from here a stop signal ends the command at once (run_command): the run is saved already
+        trainer.parallel.close()  # every rank: the process group ends here, in order; rank 0 goes on alone
         seconds = time.perf_counter() - start
         exact = None
         if main and not stop.requested and (out_dir / BEST / FILENAME).is_file():

@@ -279,3 +279,37 @@ def test_benchmark_refuses_a_missing_framework_before_any_worker(monkeypatch, ca
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "needs jax" in line and "pip install 'microgpt[jax]'" in line
 
+
+
+# -- 10. the end of a run on many processes ------------------------------------------------------------
+
+def test_the_process_group_ends_in_order_at_the_end_of_the_loop(tmp_path, shakespeare_path):
+    """Every rank destroys its process group itself, after a barrier, before rank 0's epilogue; not atexit."""
+    code = ("import sys, torch.distributed as dist\n"
+            "from backends import trainloop\n"
+            "seen = []\n"
+            "import backends.evaluate as ev\n"
+            "real = ev.record_best\n"
+            "ev.record_best = lambda *a, **k: (seen.append(dist.is_initialized()), real(*a, **k))[1]\n"
+            "trainloop.train('torch', 'tiny', dict(device='cpu', parallel='ddp', max_iters=2, eval_interval=2),\n"
+            "                sys.argv[1], sys.argv[2], progress=False)\n"
+            "print(seen, dist.is_initialized(), flush=True)\n"
+            "import os; os._exit(0)  # as a rank of torchrun leaves (parallel_launch.exit_rank)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(shakespeare_path), str(tmp_path / "run")], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["[False]", "False"], done.stdout
+
+
+def test_a_rank_of_torchrun_leaves_without_the_interpreters_exit(monkeypatch):
+    from backends import parallel_launch
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    assert parallel_launch.exit_rank(3) == 3 and exits == []  # not a rank: the interpreter's own exit
+    for key, value in (("RANK", "1"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "2"), ("TORCHELASTIC_RUN_ID", "x")):
+        monkeypatch.setenv(key, value)
+    parallel_launch.exit_rank(143)
+    assert exits == [143]

@@ -79,7 +79,7 @@ class Parallel:
                 raise UserError(f"--devices {cfg.devices} with torch runs one process per device: use "
                                 f"microgpt train --devices {cfg.devices} or torchrun --nproc-per-node {cfg.devices} "
                                 "-m backends.cli train ...")
-            atexit.register(dist.destroy_process_group)
+            atexit.register(_destroy)  # a run that ends in an error; close() ends the others in order
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if self.world != cfg.devices:
             raise UserError(f"--devices {cfg.devices} but the launcher started {self.world} processes; "
@@ -156,6 +156,23 @@ class Parallel:
         t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def close(self) -> None:
+        """The end of the training loop, on every rank: all ranks meet (no rank starts tearing down
+        while another still runs the last step's collectives), then the process group is destroyed
+        here, while the interpreter is whole, before rank 0 goes on alone (the exact loss of best/,
+        loss.png). Left to atexit, a rank that finished first tore its group down inside the
+        interpreter's exit while rank 0 was still busy; see ``backends/parallel_launch.exit_rank``."""
+        if self.mode == "none" or not dist.is_initialized():
+            return
+        if self.world > 1:
+            dist.barrier()
+        _destroy()
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # -- full tensors in and out of a sharded model (FSDP2 keeps DTensors) --------------------------
