@@ -176,11 +176,12 @@ def _loop(module, backend, preset, model_config, train_config, tokenizer, corpus
             try:
                 log.flush()
                 save_checkpoint(out_dir / LAST, ckpt)
+                saved["step"] = step  # what --resume continues from
                 if best:
                     save_checkpoint(out_dir / BEST, ckpt)
             except WriteError as exc:  # a full disk: the atomic save kept the previous checkpoint
-                raise WriteError(f"{exc.problem}; training stopped at step {step} and {kept()}; {exc.advice}, "
-                                 f"then continue with --resume") from None
+                raise WriteError(f"{exc.problem}; training stopped at step {step} and {kept()}; {exc.advice}; "
+                                 f"continue the run with --resume") from None
         saved["step"] = step
 
     log = metrics_mod.MetricsLog(out_dir, history) if main else None
