@@ -284,7 +284,7 @@ def test_benchmark_refuses_a_missing_framework_before_any_worker(monkeypatch, ca
 # -- 10. the end of a run on many processes ------------------------------------------------------------
 
 def test_the_process_group_ends_in_order_at_the_end_of_the_loop(tmp_path, shakespeare_path):
-    """Every rank destroys its process group itself, after a barrier, before rank 0's epilogue; not atexit."""
+    """Every rank destroys its process group itself, before rank 0's epilogue; not atexit."""
     code = ("import sys, torch.distributed as dist\n"
             "from backends import trainloop\n"
             "seen = []\n"

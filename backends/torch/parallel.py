@@ -158,16 +158,13 @@ class Parallel:
         return bool(t.item())
 
     def close(self) -> None:
-        """The end of the training loop, on every rank: all ranks meet (no rank starts tearing down
-        while another still runs the last step's collectives), then the process group is destroyed
-        here, while the interpreter is whole, before rank 0 goes on alone (the exact loss of best/,
-        loss.png). Left to atexit, a rank that finished first tore its group down inside the
-        interpreter's exit while rank 0 was still busy; see ``backends/parallel_launch.exit_rank``."""
-        if self.mode == "none" or not dist.is_initialized():
-            return
-        if self.world > 1:
-            dist.barrier()
-        _destroy()
+        """The end of the training loop, on every rank: the process group is destroyed here, while
+        the interpreter is whole, before rank 0 goes on alone (the exact loss of best/, loss.png),
+        not left to atexit. Every rank has finished the same collectives by then (the last step's
+        stop vote, and fsdp's gathers for the save); no barrier: a rank that a second Ctrl-C stops
+        at once would leave the others waiting in it. See ``backends/parallel_launch.exit_rank``."""
+        if self.mode != "none":
+            _destroy()
 
 
 def _destroy() -> None:
