@@ -36,10 +36,18 @@ def one_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, shakespeare_path) -> Path:
+def corpus(tmp_path_factory, shakespeare_path) -> Path:
+    """The first 100 kB of tiny Shakespeare: the same vocabulary, a quick exact val loss at the end."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_bytes(shakespeare_path.read_bytes()[:100_000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("fixture") / "run"
     assert cli.main(["train", "--backend", "torch", *TINY, "--max_iters=4", "--eval_interval=2",
-                     "--data", str(shakespeare_path), "--out", str(out)]) == 0
+                     "--data", str(corpus), "--out", str(out)]) == 0
     return out
 
 
@@ -64,7 +72,7 @@ def wait_for_checkpoint(proc: subprocess.Popen, out: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_disk_full_mid_save_is_one_line_and_keeps_the_previous_checkpoint(backend, tmp_path, monkeypatch, capsys,
-                                                                          shakespeare_path):
+                                                                          corpus):
     """The third checkpoint write (step 2's last/, after step 0's last/ and best/) finds the disk full."""
     real_write, saves = os.write, []
 
@@ -79,7 +87,7 @@ def test_disk_full_mid_save_is_one_line_and_keeps_the_previous_checkpoint(backen
     monkeypatch.setattr(os, "write", full_disk)
     out = tmp_path / "run"
     code = cli.main(["train", "--backend", backend, *TINY, "--max_iters=6", "--eval_interval=2",
-                     "--data", str(shakespeare_path), "--out", str(out)])
+                     "--data", str(corpus), "--out", str(out)])
     monkeypatch.undo()
     line = one_line(capsys.readouterr().err)
     assert code == 2
@@ -105,9 +113,9 @@ def test_a_write_the_machine_refuses_elsewhere_is_one_line(capsys):
 
 # -- 2. SIGTERM ------------------------------------------------------------------------------------
 
-def test_sigterm_saves_writes_the_metrics_and_exits_143(tmp_path, shakespeare_path, capsys):
+def test_sigterm_saves_writes_the_metrics_and_exits_143(tmp_path, corpus, capsys):
     out = tmp_path / "run"
-    proc = start(FOREVER, out, shakespeare_path)
+    proc = start(FOREVER, out, corpus)
     wait_for_checkpoint(proc, out)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
@@ -119,20 +127,20 @@ def test_sigterm_saves_writes_the_metrics_and_exits_143(tmp_path, shakespeare_pa
     with open(out / "metrics.csv") as f:
         assert max(int(r["iter"]) for r in csv.DictReader(f) if r["iter"]) == step
     assert (out / "loss.png").is_file()
-    assert cli.main(["train", "--backend", "torch", *TINY, "--data", str(shakespeare_path), "--out", str(out),
+    assert cli.main(["train", "--backend", "torch", *TINY, "--data", str(corpus), "--out", str(out),
                      "--resume", f"--max_iters={step + 2}"]) == 0, capsys.readouterr().err
     assert load_checkpoint(out / "last").step == step + 2
 
 
 # -- 3. two processes, one folder ------------------------------------------------------------------
 
-def test_a_second_training_in_a_running_runs_folder_is_refused_naming_the_holder(tmp_path, shakespeare_path):
+def test_a_second_training_in_a_running_runs_folder_is_refused_naming_the_holder(tmp_path, corpus):
     out = tmp_path / "run"
-    first = start(FOREVER, out, shakespeare_path)
+    first = start(FOREVER, out, corpus)
     try:
         wait_for_checkpoint(first, out)
         for extra in (["--overwrite"], ["--resume"], []):
-            second = start(["--max_iters=2", *extra], out, shakespeare_path)
+            second = start(["--max_iters=2", *extra], out, corpus)
             _, err = second.communicate(timeout=300)
             line = one_line(err)
             assert second.returncode == 2 and f"pid {first.pid}" in line and "in use" in line, (extra, line)
@@ -144,9 +152,9 @@ def test_a_second_training_in_a_running_runs_folder_is_refused_naming_the_holder
     assert not list(out.rglob("*.tmp")) and load_checkpoint(out / "last").step > 0
 
 
-def test_two_trainings_started_together_one_runs_one_is_refused(tmp_path, shakespeare_path):
+def test_two_trainings_started_together_one_runs_one_is_refused(tmp_path, corpus):
     out = tmp_path / "run"
-    procs = [start([*FOREVER, "--overwrite"], out, shakespeare_path) for _ in range(2)]
+    procs = [start([*FOREVER, "--overwrite"], out, corpus) for _ in range(2)]
     try:
         while all(p.poll() is None for p in procs):  # until one of them gives up
             time.sleep(0.2)
@@ -164,14 +172,14 @@ def test_two_trainings_started_together_one_runs_one_is_refused(tmp_path, shakes
     assert running.returncode == 143
 
 
-def test_a_killed_run_leaves_no_stale_lock(tmp_path, shakespeare_path, capsys):
+def test_a_killed_run_leaves_no_stale_lock(tmp_path, corpus, capsys):
     out = tmp_path / "run"
-    proc = start(FOREVER, out, shakespeare_path)
+    proc = start(FOREVER, out, corpus)
     wait_for_checkpoint(proc, out)
     proc.kill()  # SIGKILL: no handler runs; the kernel releases the lock
     proc.communicate(timeout=60)
     assert (out / lock.LOCK_FILE).read_text().strip() == str(proc.pid)  # the file stays, unlocked
-    code = cli.main(["train", "--backend", "torch", *TINY, "--data", str(shakespeare_path), "--out", str(out),
+    code = cli.main(["train", "--backend", "torch", *TINY, "--data", str(corpus), "--out", str(out),
                      "--resume", "--max_iters=2"])
     assert code == 0, capsys.readouterr().err
 
@@ -190,7 +198,7 @@ def test_convert_into_a_locked_folder_is_refused(tmp_path, capsys, run_dir):
 # -- 4. read-only places ----------------------------------------------------------------------------
 
 def test_resume_into_a_read_only_last_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys, run_dir,
-                                                                        shakespeare_path):
+                                                                        corpus):
     run = copy_run(run_dir, tmp_path / "run")
     read_only = (run / "last").resolve()
     real_mkstemp = tempfile.mkstemp
@@ -202,7 +210,7 @@ def test_resume_into_a_read_only_last_folder_is_refused_before_any_work(tmp_path
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    code = cli.main(["train", "--backend", "torch", *TINY, "--data", str(shakespeare_path), "--out", str(run),
+    code = cli.main(["train", "--backend", "torch", *TINY, "--data", str(corpus), "--out", str(run),
                      "--resume", "--max_iters=6"])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and repr(str(run / "last")) in line and "cannot write" in line
@@ -253,13 +261,13 @@ def test_generate_in_chunks_continues_the_prompt(backend, one_layer_config):
 
 # -- 7. a poisoned optimizer state -------------------------------------------------------------------
 
-def test_resume_from_a_non_finite_optimizer_state_names_it(tmp_path, capsys, run_dir, shakespeare_path):
+def test_resume_from_a_non_finite_optimizer_state_names_it(tmp_path, capsys, run_dir, corpus):
     run = copy_run(run_dir, tmp_path / "run")
     ckpt = load_checkpoint(run / "last")
     name = next(k for k in ckpt.optimizer if k.startswith("exp_avg/"))
     ckpt.optimizer[name] = np.full_like(ckpt.optimizer[name], np.nan)
     save_checkpoint(run / "last", ckpt)
-    code = cli.main(["train", "--backend", "torch", *TINY, "--data", str(shakespeare_path), "--out", str(run),
+    code = cli.main(["train", "--backend", "torch", *TINY, "--data", str(corpus), "--out", str(run),
                      "--resume", "--max_iters=6"])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "non-finite optimizer state" in line and name in line and "learning_rate" not in line
@@ -283,7 +291,7 @@ def test_benchmark_refuses_a_missing_framework_before_any_worker(monkeypatch, ca
 
 # -- 10. the end of a run on many processes ------------------------------------------------------------
 
-def test_the_process_group_ends_in_order_at_the_end_of_the_loop(tmp_path, shakespeare_path):
+def test_the_process_group_ends_in_order_at_the_end_of_the_loop(tmp_path, corpus):
     """Every rank destroys its process group itself, before rank 0's epilogue; not atexit."""
     code = ("import sys, torch.distributed as dist\n"
             "from backends import trainloop\n"
@@ -295,7 +303,7 @@ def test_the_process_group_ends_in_order_at_the_end_of_the_loop(tmp_path, shakes
             "                sys.argv[1], sys.argv[2], progress=False)\n"
             "print(seen, dist.is_initialized(), flush=True)\n"
             "import os; os._exit(0)  # as a rank of torchrun leaves (parallel_launch.exit_rank)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(shakespeare_path), str(tmp_path / "run")], cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", code, str(corpus), str(tmp_path / "run")], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-2:] == ["[False]", "False"], done.stdout

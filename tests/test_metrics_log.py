@@ -37,47 +37,55 @@ def train(out: Path, data: Path, *extra) -> None:
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory, shakespeare_path) -> Path:
+def corpus(tmp_path_factory, shakespeare_path) -> Path:
+    """The first 100 kB of tiny Shakespeare: the same vocabulary, a quick exact val loss at the end."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_bytes(shakespeare_path.read_bytes()[:100_000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("full") / "run"
-    train(out, shakespeare_path, "--max_iters=20")
+    train(out, corpus, "--max_iters=20")
     return out
 
 
 @pytest.fixture(scope="module")
-def half(tmp_path_factory, shakespeare_path) -> Path:
+def half(tmp_path_factory, corpus) -> Path:
     """The first 10 of the full run's 20 steps."""
     out = tmp_path_factory.mktemp("half") / "run"
-    train(out, shakespeare_path, "--max_iters=10")
+    train(out, corpus, "--max_iters=10")
     return out
 
 
-def test_the_header_does_not_grow_with_the_run(tmp_path, shakespeare_path, full):
-    train(tmp_path / "short", shakespeare_path, "--max_iters=2")
+def test_the_header_does_not_grow_with_the_run(tmp_path, corpus, full):
+    train(tmp_path / "short", corpus, "--max_iters=2")
     short, meta = header(tmp_path / "short" / "last")
     long, _ = header(full / "last")
     assert "history" not in meta["extra"]
     assert abs(long - short) < 64, (short, long)  # a few digits of the step and the losses; 196 bytes a step before
 
 
-def test_resume_writes_the_metrics_of_an_uninterrupted_run(tmp_path, shakespeare_path, full, half):
+def test_resume_writes_the_metrics_of_an_uninterrupted_run(tmp_path, corpus, full, half):
     run = tmp_path / "run"
     shutil.copytree(half, run)
-    train(run, shakespeare_path, "--resume", "--max_iters=20")
+    train(run, corpus, "--resume", "--max_iters=20")
     assert rows(run) == rows(full)
     assert [int(r["iter"]) for r in rows(run) if r["loss"]] == list(range(1, 21))
 
 
-def test_resume_drops_rows_past_the_checkpoint_and_a_partial_line(tmp_path, shakespeare_path, full, half):
+def test_resume_drops_rows_past_the_checkpoint_and_a_partial_line(tmp_path, corpus, full, half):
     """A kill after the metrics were appended but before last/ was saved, and one inside an append."""
     run = tmp_path / "run"
     shutil.copytree(half, run)
     with open(run / "metrics.csv", "a") as f:
         f.write("11,0.001,9.99,,,1.0,1.0,\n12,0.00")
-    train(run, shakespeare_path, "--resume", "--max_iters=20")
+    train(run, corpus, "--resume", "--max_iters=20")
     assert rows(run) == rows(full)
 
 
-def test_resume_from_a_checkpoint_with_its_history_in_the_header(tmp_path, shakespeare_path, full, half):
+def test_resume_from_a_checkpoint_with_its_history_in_the_header(tmp_path, corpus, full, half):
     """Checkpoints written before issue 19 carried the history in extra["history"]; they still load and resume."""
     run = tmp_path / "run"
     shutil.copytree(half, run)
@@ -88,15 +96,15 @@ def test_resume_from_a_checkpoint_with_its_history_in_the_header(tmp_path, shake
     ckpt.extra["history"] = history
     save_checkpoint(run / "last", ckpt)
     (run / "metrics.csv").unlink()
-    train(run, shakespeare_path, "--resume", "--max_iters=20")
+    train(run, corpus, "--resume", "--max_iters=20")
     assert rows(run) == rows(full)
 
 
-def test_resume_without_metrics_says_so_and_goes_on(tmp_path, shakespeare_path, capsys, half):
+def test_resume_without_metrics_says_so_and_goes_on(tmp_path, corpus, capsys, half):
     run = tmp_path / "run"
     shutil.copytree(half, run)
     (run / "metrics.csv").unlink()
     capsys.readouterr()
-    train(run, shakespeare_path, "--resume", "--max_iters=12")
+    train(run, corpus, "--resume", "--max_iters=12")
     assert "metrics.csv' is missing; the metrics of the resumed run start at step 10" in capsys.readouterr().err
     assert [int(r["iter"]) for r in rows(run) if r["loss"]] == [11, 12]
