@@ -22,7 +22,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def describe(signum: int) -> str:
-    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 class Stopped(KeyboardInterrupt):

@@ -62,6 +62,13 @@ def start(args: list, out: Path, data: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
+
+
 def wait_for_checkpoint(proc: subprocess.Popen, out: Path) -> None:
     while not (out / "last" / FILENAME).exists():  # the evaluation at step 0 saves last/
         assert proc.poll() is None, proc.communicate()
@@ -115,15 +122,16 @@ def test_a_write_the_machine_refuses_elsewhere_is_one_line(capsys):
 
 def test_sigterm_saves_writes_the_metrics_and_exits_143(tmp_path, corpus, capsys):
     out = tmp_path / "run"
-    proc = start(FOREVER, out, corpus)
-    wait_for_checkpoint(proc, out)
-    time.sleep(1.0)
+    proc = start(["--max_iters=1000000", "--lr_decay_iters=1000000", "--eval_interval=5"], out, corpus)
+    while not any(line.startswith("5,") for line in _lines(out / "metrics.csv")):  # past the step-5 save
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-3000:]
     assert "Traceback" not in stderr and "interrupted at step" in stdout + stderr and "SIGTERM" in stdout + stderr
     step = load_checkpoint(out / "last").step
-    assert step > 0
+    assert f"interrupted at step {step} (SIGTERM)" in stdout + stderr and step >= 5
     with open(out / "metrics.csv") as f:
         assert max(int(r["iter"]) for r in csv.DictReader(f) if r["iter"]) == step
     assert (out / "loss.png").is_file()
