@@ -12,6 +12,7 @@ import sys
 
 from backends import BACKENDS
 from common import config as config_mod
+from common import signals
 from common.config import PRESETS, parse_overrides
 from common.errors import OneLineParser, UserError, option_names, reject_unknown_flags, run_command
 
@@ -104,7 +105,7 @@ def run(argv: list[str]) -> int:
         if result.main:
             print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in {result.seconds:.1f} s; "
                   f"best val loss {best}; checkpoints, metrics.csv and loss.png in {result.out_dir}")
-        return 130 if result.interrupted else 0
+        return signals.exit_code(signum=result.signal) if result.interrupted else 0  # 130 Ctrl-C, 143 SIGTERM
     if args.command == "sample":
         from backends import trainloop  # trainloop.sample checks its numbers before reading the checkpoint
 
@@ -129,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
 
         with contextlib.suppress(UserError):  # a bad choice is said in one line by process.start below
             host_memory.ensure_preloaded(sys.argv[1:], "backends.cli")
-    return run_command("microgpt", _started, sys.argv[1:] if argv is None else argv)
+    code = run_command("microgpt", _started, sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the process's own command: a rank of torchrun ends without the interpreter's exit
+        from backends import parallel_launch
+
+        return parallel_launch.exit_rank(code)
+    return code
 
 
 def _started(argv: list[str]) -> int:

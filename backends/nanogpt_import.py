@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from backends import load_backend
-from common import outputs
+from common import lock, outputs
 from common.checkpoint import Checkpoint, nonfinite, save_checkpoint
 from common.config import ModelConfig, TrainConfig
 from common.corpus import read_text
@@ -88,6 +88,7 @@ def canonical_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
             vocab_from: str | None = None, overwrite: bool = False) -> Path:
+    lock.check_free(out_dir)  # another process writing there: one line naming it
     outputs.check_checkpoint_dir(out_dir, overwrite=overwrite)  # before reading anything
     torch_convert = _torch_reader()
     model_args, state, others = torch_convert.read_nanogpt_checkpoint(ckpt_path)
@@ -126,7 +127,8 @@ def convert(ckpt_path: str | Path, out_dir: str | Path, meta: str | None = None,
     ckpt = Checkpoint(model_config=model_config, train_config=train_config, tokenizer=tokenizer, weights=weights,
                       step=step, best_val_loss=best,
                       backend="nanogpt", extra={"imported_from": str(Path(ckpt_path).resolve())})
-    return save_checkpoint(out_dir, ckpt)
+    with lock.hold(out_dir):  # one writer at a time (a training run's last/ or best/ holds it too)
+        return save_checkpoint(out_dir, ckpt)
 
 
 def _torch_reader():

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backends import host_memory
+from backends import check_installed, host_memory
 from benchmarks import variants
 from common import config as config_mod
 from common.corpus import TRAIN_FRACTION, read_text, resolve_corpus
@@ -101,11 +101,13 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
 
 def checked_overrides(args: argparse.Namespace, extra: list[str], positive: dict[str, int | None],
                       own_flags: tuple[str, ...]) -> dict[str, Any]:
-    """The checks every task makes, in this order: --backend, --preset, --device and --dtype are
-    known, each of ``positive`` (flag name: value) is >= 1, and no --key=value override sets one of
+    """The checks every task makes, in this order: --backend is known and installed, --preset,
+    --device and --dtype are known, each of ``positive`` (flag name: value) is >= 1, and no --key=value override sets one of
     ``own_flags``; returns the overrides with --device, --tf32 and --dtype (unless auto) added."""
     if args.backend not in BACKEND_CHOICES:
         raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKEND_CHOICES)}")
+    for backend in BACKEND_CHOICES[:-1] if args.backend == "all" else (args.backend,):
+        check_installed(backend)  # every framework importable before the first worker, not after its runs
     config_mod.preset(args.preset)  # raises for an unknown preset
     if args.device not in DEVICE_CHOICES:
         raise UserError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")

@@ -28,11 +28,11 @@ import numpy as np
 from common import checkpoint_meta
 from common import config as config_mod
 from common.config import ModelConfig, TrainConfig
-from common.corpus import _fsync_dir, atomic_write_bytes
 from common.errors import UserError
 from common.outputs import remove_stale_temporaries
 from common.params import check_weights, param_layout
 from common.tokenizer import CharTokenizer
+from common.writes import atomic_write_bytes, fsync_dir, make_dirs
 
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.safetensors"
@@ -89,14 +89,13 @@ def save_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint) -> Path:
         "extra": ckpt.extra,
     }
     blob = save(tensors, metadata={"microgpt": json.dumps(meta)})
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dirs(directory)
     remove_stale_temporaries(directory, (FILENAME, TOKENIZER_FILENAME))  # left by a kill inside a save
     path = directory / FILENAME
     atomic_write_bytes(path, blob)
     atomic_write_bytes(directory / TOKENIZER_FILENAME,
                        json.dumps(ckpt.tokenizer.to_json(), ensure_ascii=False).encode("utf-8"))
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return path
 
 
@@ -146,6 +145,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if bad:
         raise UserError(f"checkpoint {str(file)!r} holds non-finite weights ({', '.join(bad[:3])}), written after "
                         "training diverged; use an earlier checkpoint or train again")
+    bad = nonfinite(optimizer or {})
+    if bad:  # checked here, not blamed on the learning rate when a resumed run's first step turns NaN
+        raise UserError(f"checkpoint {str(file)!r} holds a non-finite optimizer state ({', '.join(bad[:3])}); "
+                        "use an earlier checkpoint or train again")
     return Checkpoint(weights=weights, optimizer=optimizer, rng=rng, **fields)
 
 

@@ -6,14 +6,16 @@ looked for in this order:
 1. an explicit path (``--data PATH``);
 2. ``$MICROGPT_DATA_DIR/tinyshakespeare.txt``;
 3. the user cache, ``$XDG_CACHE_HOME/microgpt/tinyshakespeare.txt`` (``~/.cache`` by default);
-4. a download, checked against its SHA-256 and written atomically into the cache.
+4. a download, checked against its SHA-256 and written atomically into the cache; where the
+   cache cannot be written (read-only, full), the download is used for this run from memory,
+   and one line says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
+from common.writes import WriteError, atomic_write_bytes
 
 SHAKESPEARE_FILENAME = "tinyshakespeare.txt"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -38,36 +41,6 @@ def cache_dir() -> Path:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def download_shakespeare(url: str | None = None, dest: Path | None = None, progress: bool = True) -> Path:
@@ -100,8 +73,23 @@ def download_shakespeare(url: str | None = None, dest: Path | None = None, progr
             f"the downloaded corpus has SHA-256 {digest[:16]}..., expected {SHAKESPEARE_SHA256[:16]}...; "
             f"nothing was written to the cache. Download it by hand and pass --data PATH"
         )
-    atomic_write_bytes(dest, data)
+    try:
+        atomic_write_bytes(dest, data)
+    except WriteError as exc:  # the download is good: use it for this run, say it was not kept
+        _UNCACHED[dest] = data
+        print(f"microgpt: tiny Shakespeare was downloaded but could not be cached ({exc.problem}); "
+              f"using it for this run only", file=sys.stderr)
     return dest
+
+
+# downloads that could not be written into the cache, by the path they would have had: read_text
+# finds them here, so that the run goes on from memory
+_UNCACHED: dict[Path, bytes] = {}
+
+
+def not_cached(path: Path) -> bool:
+    """``path`` is a download held in memory only (the cache could not be written)."""
+    return Path(path) in _UNCACHED and not Path(path).is_file()
 
 
 def _progress_bar(total: int | None, desc: str, enabled: bool):
@@ -146,7 +134,7 @@ def resolve_corpus(data: str | None = None, download: bool = True, progress: boo
 
 def read_text(path: Path) -> str:
     try:
-        raw = Path(path).read_bytes()
+        raw = _UNCACHED[Path(path)] if not_cached(path) else Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read corpus {str(path)!r} ({exc.strerror}); check the path and its permissions") from None
     try:

@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Callable
 
+from common import signals
+
 
 class UserError(Exception):
     """A problem with the user's input; the message names the problem and the fix."""
@@ -23,6 +25,12 @@ class UserError(Exception):
         """The message without its advice (what follows the first '; '), for a caller that
         quotes it inside its own message with its own fix."""
         return str(self).split("; ")[0]
+
+    @property
+    def advice(self) -> str:
+        """What follows the problem: the fix."""
+        parts = str(self).split("; ", 1)
+        return parts[1] if len(parts) > 1 else ""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,14 +58,26 @@ def reject_unknown_flags(extra: list[str], options: list[str], keys: list[str]) 
 
 
 def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
-    """``run(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and its code."""
+    """``run(argv)``'s exit status; a :class:`UserError` becomes one line on stderr and its code.
+
+    SIGINT and SIGTERM stop the command the same way (``common/signals.py``): one line and
+    128 + the signal's number. A write the machine refused that no caller translated (a full
+    disk, a read-only mount, inside a framework's own writer) is one line too (``common/writes.py``)."""
     try:
-        return run(argv)
+        with signals.handled(signals.stop_now):
+            return run(argv)
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except SystemExit as exc:  # argparse: --help, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{prog}: interrupted by {signals.describe(signals.signum_of(exc))}", file=sys.stderr)
+        return signals.exit_code(exc)
+    except OSError as exc:
+        from common.writes import MACHINE_REFUSALS, os_error_message
+
+        if exc.errno not in MACHINE_REFUSALS:
+            raise
+        print(f"{prog}: error: {os_error_message(exc)}", file=sys.stderr)
+        return UserError.exit_code

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from common.corpus import atomic_write_bytes, cache_dir
+from common.corpus import cache_dir
+from common.writes import WriteError, atomic_write_bytes
 
 PEAK_CACHE = "matmul_peak.json"
 
@@ -90,8 +91,8 @@ def record_peak(key: str, rates: dict[int, dict[str, float]], describe: Callable
     cache[key] = result
     try:
         atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
-    except OSError:
-        pass  # a read-only cache is no reason to fail a benchmark
+    except WriteError:
+        pass  # a read-only (or full) cache is no reason to fail a benchmark
     return dict(result, cached=False, cache_path=str(path))
 
 

@@ -13,9 +13,10 @@ what was there:
 * an existing output is never replaced without an explicit ``--overwrite``; a training
   run is continued with ``--resume``; a non-empty folder that is not ours is refused.
 
-Files are written atomically (``atomic_write_bytes``: a temporary file in the same folder,
-fsync, ``os.replace``); a temporary file that a kill left behind is removed the next time
-MicroGPT writes into that folder (``remove_stale_temporaries``).
+Files are written atomically (``common/writes.py``: a temporary file in the same folder,
+fsync, ``os.replace``; a full disk or a read-only place is one line); a temporary file that a
+kill left behind is removed the next time MicroGPT writes into that folder
+(``remove_stale_temporaries``), by the process that holds the folder's lock (``common/lock.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from common.corpus import atomic_write_bytes
 from common.errors import UserError
+from common.lock import LOCK_FILE
+from common.writes import atomic_write_bytes
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_dir", "check_file", "check_run_dir",
            "check_checkpoint_dir", "remove_stale_temporaries", "save_figure", "write_json"]
@@ -102,9 +104,10 @@ def _listing(entries: list[str]) -> str:
 
 
 def _leftovers_only(folder: Path, subdirs: set[str] = frozenset()) -> bool:
-    """Only temporary files of an interrupted first save (and ``subdirs`` holding only those)."""
+    """Only temporary files of an interrupted first save and lock files (and ``subdirs`` holding
+    only those)."""
     for entry in folder.iterdir():
-        if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
+        if entry.is_file() and (entry.name == LOCK_FILE or entry.name.startswith(".") and entry.name.endswith(".tmp")):
             continue
         if not (entry.is_dir() and entry.name in subdirs and _leftovers_only(entry)):
             return False
@@ -125,7 +128,8 @@ def check_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bool
         if not resume and not overwrite:
             raise UserError(f"{flag} {_q(path)} already holds a MicroGPT run; continue it with --resume, "
                             f"choose a new --out folder, or pass --overwrite to start over and replace it")
-        _probe(path, _q(path), flag)
+        for folder in [path] + [path / sub for sub in sorted(RUN_SUBDIRS) if (path / sub).is_dir()]:
+            _probe(folder, _q(folder), flag)  # every folder the run writes into, not only the top one
         return path
     if entries and not _leftovers_only(path, RUN_SUBDIRS):
         raise UserError(f"{flag} {_q(path)} is a folder that is not a MicroGPT run and is not empty "
@@ -167,17 +171,14 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) ->
     return removed
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(Path(path), text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, flag: str | None = None) -> None:
+    atomic_write_bytes(Path(path), text.encode("utf-8"), flag)
 
 
 def write_json(path: str | os.PathLike, obj, flag: str = "--json", default=None) -> None:
-    """``obj`` as indented JSON, written atomically; a failed write is one line naming ``flag``."""
-    text = json.dumps(obj, indent=1, default=default) + "\n"
-    try:
-        atomic_write_text(path, text)
-    except OSError as exc:
-        raise UserError(f"cannot write {_q(path)} ({exc.strerror}); choose another {flag} path") from None
+    """``obj`` as indented JSON, written atomically; a failed write is one line naming ``flag``
+    (common/writes.py)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, default=default) + "\n", flag)
 
 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:

@@ -9,6 +9,7 @@ this process; one subprocess checks that torch's own warnings never reach the te
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import pickle
@@ -266,6 +267,12 @@ CASES: dict[str, tuple[Callable[[Ctx], list], tuple[str, ...], tuple[str, ...]]]
     "eval --json over an existing file": (lambda c: ["eval", "--checkpoint", str(c.work / "none"), "--json",
                                                      str(c.file("eval.json"))], ("already exists", "--overwrite"), ()),
     "parity --json is a folder": (lambda c: ["parity", "--json", str(c.file("pd/x").parent)], ("is a folder",), ()),
+    # issue 19: requests that compare nothing or cannot fit
+    "parity of a backend against itself": (lambda c: ["parity", "--candidate", "torch"],
+                                           ("--candidate torch is also the --reference",), ()),
+    "sample more text than memory holds": (
+        lambda c: ["sample", "--checkpoint", c.run(), "--max-new-tokens", str(10 ** 13)],
+        ("--max-new-tokens 10,000,000,000,000", "memory", "at most"), ()),
 }
 
 
@@ -331,7 +338,9 @@ def test_divergence_keeps_the_last_finite_checkpoint(tmp_path, capsys, shakespea
     ckpt = load_checkpoint(out / "last")  # loading checks every weight is finite
     assert f"(step {ckpt.step})" in err
     assert all(np.isfinite(v).all() for v in ckpt.weights.values())
-    assert all(r.get("val_loss") is None or np.isfinite(r["val_loss"]) for r in ckpt.extra["history"])
+    with open(out / "metrics.csv") as f:  # the history up to the checkpoint: finite
+        rows = [r for r in csv.DictReader(f) if r["iter"] and int(r["iter"]) <= ckpt.step]
+    assert rows and all(not r["val_loss"] or np.isfinite(float(r["val_loss"])) for r in rows)
 
 
 def test_stale_temporaries_are_removed_and_the_run_continues(tmp_path, capsys, run_dir, shakespeare_path):

@@ -115,3 +115,26 @@ def test_missing_and_short_corpus(tmp_path):
     tok = CharTokenizer.from_text(short.read_text())
     with pytest.raises(UserError, match="block_size"):
         load_corpus(short, tok).check_block_size(16)
+
+
+def test_a_download_into_a_read_only_cache_is_used_for_the_run(serve, monkeypatch, capsys, shakespeare_path):
+    """Issue 19: the download is good, the cache cannot keep it: one line, and the run goes on from memory."""
+    import errno
+    import os
+    import tempfile
+
+    monkeypatch.delenv(corpus.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(corpus.URL_ENV, serve(shakespeare_path.read_bytes()))
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # root writes anywhere: pretend the cache is a read-only mount
+        if dir is not None and str(dir).startswith(str(corpus.cache_dir())):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    path = resolve_corpus(None, progress=False)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "could not be cached" in err and "read-only file system" in err
+    assert not path.exists() and corpus.read_text(path) == shakespeare_path.read_text(encoding="utf-8")
+    assert corpus.not_cached(path)

@@ -146,6 +146,10 @@ class Parallel:
 
         return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
 
+    # [torch≠jax] nothing to close: no process group (jax.distributed shuts down with the process)
+    def close(self) -> None:
+        pass
+
 
 def host_array(value) -> np.ndarray:
     """A fresh numpy copy of an array that may be sharded (across hosts: gathered from each)."""

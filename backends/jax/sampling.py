@@ -1,5 +1,6 @@
 """Sampling from the JAX GPT: ``generate``, which ``Trainer.generate`` and ``microgpt sample`` run;
-``backends/torch/sampling.py`` is its mirror.
+``backends/torch/sampling.py`` is its mirror. Both make ``SAMPLE_CHUNK`` tokens at a time into one host
+array whose size is checked first (``common/generation.py``).
 
 [torch≠jax] JAX compiles chunks of tokens (``lax.scan`` in a fixed ``(B, block_size)`` window) and
 copies each chunk to the host: linear time and constant memory per token, one compile per shape."""
@@ -15,9 +16,7 @@ from flax import nnx
 
 from backends.jax.device import Placement, as_device
 from backends.jax.model import GPT
-
-
-SAMPLE_CHUNK = 32  # tokens per call of the compiled sampling loop
+from common.generation import SAMPLE_CHUNK, output_buffer
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_uniforms"))
@@ -64,32 +63,32 @@ def generate(model: GPT, idx: np.ndarray, max_new_tokens: int, temperature: floa
     reproducible; ``uniforms`` (max_new_tokens, B) in [0, 1) replaces the framework's RNG
     by inverse-CDF sampling, so that two backends fed the same numbers pick the same tokens.
     """
+    out = output_buffer(idx, max_new_tokens)  # (B, T0 + new) on the host, the prompt in front; refused if too big
     # by default where the model lives, as torch's; on a mesh the Trainer passes its replicated sharding
     device = as_device(device) if device is not None else jax.tree.leaves(nnx.state(model, nnx.Param))[0].sharding
     was_training = not model.transformer.drop.deterministic
     model.eval()
     graphdef, state = nnx.split(model)
-    idx = np.asarray(idx)
-    B, T0 = idx.shape
+    B, T0 = np.shape(idx)
     T = model.config.block_size
-    # [torch≠jax] torch grows idx token by token and crops it to block_size; here a compiled loop
+    # [torch≠jax] torch grows its window token by token and crops it to block_size; here a compiled loop
     # (lax.scan) makes SAMPLE_CHUNK tokens per call in a fixed (B, block_size) window, so one
     # program serves every length (causal attention never reads past `last`)
     n = min(T0, T)
     window = np.zeros((B, T), dtype=np.int32)
-    window[:, :n] = idx[:, T0 - n:]
+    window[:, :n] = out[:, T0 - n:T0]
     window, last = jax.device_put(window, device), jax.device_put(np.int32(n - 1), device)
     # [torch≠jax] torch draws from a stateful Generator; JAX splits an explicit key per token
     key = jax.device_put(jax.random.key(0 if seed is None else seed), device)  # committed, as the loop's output
-    u = np.zeros((-(-max_new_tokens // SAMPLE_CHUNK) * SAMPLE_CHUNK, B), dtype=np.float32)  # whole chunks
-    if uniforms is not None:
-        u[:max_new_tokens] = np.asarray(uniforms, dtype=np.float32)[:max_new_tokens]
-    new = [np.zeros((B, 0), dtype=np.int32)]
     for start in range(0, max_new_tokens, SAMPLE_CHUNK):
+        chunk = min(SAMPLE_CHUNK, max_new_tokens - start)
+        u = np.zeros((SAMPLE_CHUNK, B), dtype=np.float32)  # a whole chunk (one program), made per chunk
+        if uniforms is not None:
+            u[:chunk] = np.asarray(uniforms[start:start + chunk], dtype=np.float32)
         window, last, key, tokens = _sample_chunk(
-            window, last, key, u[start:start + SAMPLE_CHUNK], np.float32(temperature or 1.0), state,
+            window, last, key, u, np.float32(temperature or 1.0), state,
             graphdef=graphdef, greedy=temperature == 0, top_k=top_k, use_uniforms=uniforms is not None)
-        new.append(np.asarray(tokens))  # (B, chunk) on the host: memory per token stays constant
+        out[:, T0 + start:T0 + start + chunk] = np.asarray(tokens)[:, :chunk]  # (B, chunk) to the host
     if was_training:
         model.train()
-    return np.concatenate([idx, np.concatenate(new, axis=1)[:, :max_new_tokens].astype(idx.dtype)], axis=1)
+    return out

@@ -11,6 +11,7 @@ from backends.parity.checks import CHECKS
 from backends.parity.tolerances import PARITY_DTYPES
 from common import outputs
 from common.config import PRESETS
+from common.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from backends.parity import run_parity
 
+    if args.candidate == args.reference:  # a backend against itself passes whatever it computes
+        raise UserError(f"--candidate {args.candidate} is also the --reference; compare two different backends, "
+                        f"e.g. --reference torch --candidate jax")
     if args.json:  # the output location is checked before any work (common/outputs.py)
         outputs.check_file(args.json, "--json", args.overwrite)
     checks = None if args.checks is None else [c.strip() for c in args.checks.split(",") if c.strip()]

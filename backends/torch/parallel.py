@@ -45,13 +45,13 @@ def launch(argv: list[str], devices: int, device: str) -> int:
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={devices}", "-m", "backends.cli", *argv])
     try:
         torchrun.run(args)
-    except SignalException:  # Ctrl-C: the launcher forwarded it, rank 0 saved and said so
-        return 130
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher forwarded it, rank 0 saved and said so
+        return 128 + int(exc.sigval)
     except Exception as exc:  # the ranks have printed their own errors; one line here
         failures = getattr(exc, "failures", {})
         codes = {f.exitcode for f in failures.values()} if failures else {1}
-        if codes == {130}:  # every rank stopped on Ctrl-C, after rank 0 saved
-            return 130
+        if codes in ({130}, {143}):  # every rank stopped on Ctrl-C (SIGTERM), after rank 0 saved
+            return codes.pop()
         print(f"microgpt: error: {len(failures) or 'a'} rank(s) failed", file=sys.stderr)
         return 2 if codes == {2} else max(codes)
     return 0
@@ -80,7 +80,7 @@ class Parallel:
                 raise UserError(f"--devices {cfg.devices} with torch runs one process per device: use "
                                 f"microgpt train --devices {cfg.devices} or torchrun --nproc-per-node {cfg.devices} "
                                 "-m backends.cli train ...")
-            atexit.register(dist.destroy_process_group)
+            atexit.register(_destroy)  # a run that ends in an error; close() ends the others in order
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if self.world != cfg.devices:
             raise UserError(f"--devices {cfg.devices} but the launcher started {self.world} processes; "
@@ -159,6 +159,20 @@ class Parallel:
         t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def close(self) -> None:
+        """The end of the training loop, on every rank: the process group is destroyed here, while
+        the interpreter is whole, before rank 0 goes on alone (the exact loss of best/, loss.png),
+        not left to atexit. Every rank has finished the same collectives by then (the last step's
+        stop vote, and fsdp's gathers for the save); no barrier: a rank that a second Ctrl-C stops
+        at once would leave the others waiting in it. See ``backends/parallel_launch.exit_rank``."""
+        if self.mode != "none":
+            _destroy()
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # -- full tensors in and out of a sharded model (FSDP2 keeps DTensors) --------------------------
