@@ -99,7 +99,10 @@ def run(argv: list[str]) -> int:
     mc, _ = config_mod.build_configs(args.preset, overrides)  # a bad config fails here, in one line
     if args.json:  # before any work: a bad location costs one line, never the minutes of timing
         outputs.check_file(args.json, "--json", args.overwrite)
+    from benchmarks import devices
     from benchmarks.launch import worker_env
+
+    devices.resolve(backends, args.device)  # one device type for both, or one line, before any timing
 
     results: dict[str, dict[str, dict]] = {b: {} for b in backends}
     for r in range(args.repeats):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import launch, machine_peak, parallel, variants
+from benchmarks import devices, launch, machine_peak, parallel, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
                                 FALLBACK_STEPS, PROG, build_parser, checked_overrides, parse_sweep,
                                 resolve_data)
@@ -58,6 +58,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                             f"block_size + 1 = {model.block_size + 1}; use a longer text or a smaller --block_size")
         groups.append({"sweep": {sweep[0]: value} if sweep else None, "overrides": ov,
                        "batch_size": train.batch_size, "block_size": model.block_size})
+    # the last check: each backend's device, in a short process per backend (none for --device cpu)
+    backend_devices = devices.resolve(backends, args.device)
     progress = not args.quiet and sys.stdout.isatty()
     specs = []
     for g, group in enumerate(groups):
@@ -93,6 +95,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "overrides": overrides, "seed": args.seed, "profile": args.profile,
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
         "devices": args.devices, "parallel": args.parallel,
+        "backend_devices": backend_devices,  # benchmarks/devices.py; None when not asked (one backend, cpu)
     }
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 

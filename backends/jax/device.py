@@ -8,8 +8,10 @@ from typing import Iterator
 
 import jax
 
+from backends.device_check import jax_cuda_install
 from common.config import TrainConfig
 from common.errors import UserError
+from common.hostinfo import cpu_model
 
 
 def _gpus() -> list:
@@ -24,13 +26,21 @@ def select_device(requested: str = "auto") -> jax.Device:
     if requested in ("cuda", "gpu"):
         if not _gpus():
             raise UserError(f"--device {requested} was asked for, but jax sees no GPU; "
-                            "install a CUDA jaxlib (pip install -U 'jax[cuda12]') or use --device cpu or auto")
+                            f"install JAX's CUDA build ({jax_cuda_install()}) or use --device cpu or auto")
         return _gpus()[0]
     if requested == "mps":  # [torch≠jax] Apple's MPS is a torch device; jax runs on the CPU there
         raise UserError("--device mps is only for the torch backend; use --device cpu or auto with jax")
     if requested == "cpu":
         return jax.devices("cpu")[0]
     return (_gpus() or jax.devices("cpu"))[0]
+
+
+def describe_device(device: jax.Device) -> dict[str, str | None]:
+    """What a device is, framework-neutrally: ``type`` (cuda or cpu), ``name``, and ``cuda``, the
+    GPU runtime's version (None on a CPU). [torch≠jax] JAX calls a CUDA GPU's platform ``gpu``."""
+    on_gpu = device.platform == "gpu"
+    return {"type": "cuda" if on_gpu else device.platform, "name": device.device_kind if on_gpu else cpu_model(),
+            "cuda": getattr(device.client, "platform_version", None) if on_gpu else None}
 
 
 Placement = jax.Device | jax.sharding.Sharding  # where arrays go: a device, or on a mesh a sharding

@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 
 from backends.jax import layout, parallel
-from backends.jax.device import Placement, as_device, process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
+from backends.jax.device import Placement, as_device, describe_device, process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
 from backends.jax.model import GPT
 from backends.jax.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype

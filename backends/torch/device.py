@@ -10,6 +10,7 @@ import torch
 
 from common.config import TrainConfig
 from common.errors import UserError
+from common.hostinfo import cpu_model
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -29,6 +30,16 @@ def select_device(requested: str = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> dict[str, str | None]:
+    """What a device is, framework-neutrally: ``type`` (cuda, mps or cpu), ``name``, and ``cuda``,
+    the CUDA version this torch was built with (None for a CPU-only build)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = "Apple MPS" if device.type == "mps" else cpu_model()
+    return {"type": device.type, "name": name, "cuda": torch.version.cuda}
 
 
 def resolve_dtype(requested: str, device: torch.device) -> str:

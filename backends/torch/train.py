@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from backends.torch import parallel
-from backends.torch.device import process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
+from backends.torch.device import describe_device, process_settings, resolve_dtype, select_device  # noqa: F401 (the contract)
 from backends.torch.model import GPT
 from backends.torch.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype
