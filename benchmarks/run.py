@@ -111,6 +111,16 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{r['status']}: {r.get('error')}"
 
 
+def devices_line(runs: list[dict[str, Any]]) -> str:
+    """Where each lane ran, as its worker reported it: ``devices: torch on cuda (NVIDIA H100 ...), ...``."""
+    seen: dict[str, str] = {}
+    for r in runs:
+        device = (r.get("environment") or {}).get("device") or {}
+        if device:
+            seen.setdefault(r["lane"], f"{device.get('type')} ({device.get('name')})")
+    return "devices: " + ", ".join(f"{lane} on {where}" for lane, where in seen.items()) + "\n" if seen else ""
+
+
 def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     settings = planned["settings"]
     peaks_by_device = {}
@@ -172,7 +182,7 @@ def run(argv: list[str]) -> int:
         if not args.quiet:
             print(f"[{i + 1}/{len(specs)}] {item['spec']['label']}: {describe(entry)}", file=sys.stderr, flush=True)
     report = build_report(argv, planned, runs)
-    sys.stdout.write(report_mod.format_report(report) + parallel.scaling_table(runs))
+    sys.stdout.write(devices_line(runs) + report_mod.format_report(report) + parallel.scaling_table(runs))
     launch.write_outputs(args, report, report_mod.to_csv)
     if args.plot:
         from benchmarks import plots
