@@ -32,11 +32,11 @@ from common.tokenizer import CharTokenizer
 REPO = Path(__file__).resolve().parents[1]
 ON_GPU = {b: pytest.param(b, marks=pytest.mark.gpu(b)) for b in ("torch", "jax")}
 BABY_STEPS = 200
-# bfloat16 on the GPU against float32 on the CPU, step by step, relative: the float64-referenced
-# budget of a bfloat16 loss (REFERENCE_BUDGETS: 1e-2 for one step's loss), which 200 steps of drift
-# stay within (on a CPU, where torch and JAX also compute bfloat16, the measured worst step was 4e-3)
-CURVE_BUDGET = 1e-2
-CURVE_MEAN_BUDGET = 3e-3  # the mean over the 200 steps: the drift is not one-sided
+# bfloat16 on the GPU against float32 on the CPU, step by step, relative. Measured on a CPU (where both
+# backends compute bfloat16 too: oneDNN's matmuls, like a GPU's tensor cores, accumulate in float32):
+# the worst of 200 steps 3.0e-4 (torch) and 3.6e-4 (JAX), the mean 5.9e-5 and 3.9e-5; about 10x that.
+CURVE_BUDGET = 3e-3
+CURVE_MEAN_BUDGET = 5e-4  # the drift is not one-sided: the mean stays small
 SAME = 1e-10  # one device against a world or mesh of one, float64: round-off of another summation
 ACROSS = 1e-4  # a float32 run resumed on another device and backend against one that never moved
 SAMPLING_MARGIN = 1e-4  # float32 GPU against CPU: a uniform this close to a CDF step may go either way
