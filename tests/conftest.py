@@ -143,10 +143,11 @@ def gpu_missing(backend: str) -> str | None:
     return None
 
 
-@pytest.fixture(autouse=True)
-def _gpu_or_skip(request):
-    """Skips a test marked ``gpu`` with the reason, where a backend it names has no CUDA GPU."""
-    marker = request.node.get_closest_marker("gpu")
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Skips a test marked ``gpu`` with the reason, where a backend it names has no CUDA GPU: before
+    any of its fixtures is set up (a module's fixture would otherwise run on the CPU first)."""
+    marker = item.get_closest_marker("gpu")
     if marker is not None:
         for backend in marker.args or BACKENDS:
             reason = gpu_missing(backend)
