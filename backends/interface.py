@@ -103,6 +103,10 @@ class Backend(Protocol):
         """The framework's device for ``auto``, ``cpu``, ``cuda``/``gpu`` or ``mps``; a device asked
         for by name must exist (a one-line ``UserError`` otherwise)."""
 
+    def describe_device(self, device: Any) -> dict[str, str | None]:
+        """``{"type": "cuda" | "mps" | "cpu", "name": ..., "cuda": the CUDA version or None}``: what
+        commands running both backends compare before any work (``backends/device_check.py``)."""
+
     def resolve_dtype(self, requested: str, device: Any) -> str:
         """``auto`` is bfloat16 compute on a GPU that has it, float32 elsewhere."""
 

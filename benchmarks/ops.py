@@ -101,10 +101,11 @@ def run(argv: list[str]) -> int:
     if args.json:  # before any work: a bad location costs one line, never the minutes of timing
         outputs.check_file(args.json, "--json", args.overwrite)
     from backends import host_memory
-    from benchmarks import process_table
+    from benchmarks import devices, process_table
     from benchmarks.launch import worker_env
 
     host_memory.check_available(host_memory.selected())  # MICROGPT_MALLOC: one line if it cannot be had
+    devices.resolve(backends, args.device)  # one device type for both, or one line, before any timing
 
     results: dict[str, dict[str, dict]] = {b: {} for b in backends}
     runs: list[dict[str, Any]] = []  # each child's process settings, compared across backends

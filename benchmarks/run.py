@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report as report_mod
-from benchmarks import launch, machine_peak, parallel, process_table, variants
+from benchmarks import devices, launch, machine_peak, parallel, process_table, variants
 from benchmarks.options import (BACKEND_CHOICES, DEFAULT_STEPS, DEVICE_CHOICES, DTYPE_CHOICES,  # noqa: F401 (re-exported)
                                 FALLBACK_STEPS, PROG, build_parser, checked_overrides, parse_sweep,
                                 resolve_data)
@@ -58,6 +58,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                             f"block_size + 1 = {model.block_size + 1}; use a longer text or a smaller --block_size")
         groups.append({"sweep": {sweep[0]: value} if sweep else None, "overrides": ov,
                        "batch_size": train.batch_size, "block_size": model.block_size})
+    # the last check: each backend's device, in a short process per backend (none for --device cpu)
+    backend_devices = devices.resolve(backends, args.device)
     progress = not args.quiet and sys.stdout.isatty()
     specs = []
     for g, group in enumerate(groups):
@@ -95,6 +97,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "order": [f"{s['lane']}:{s['repeat']}:{s['group']}" for s in specs],
         "devices": args.devices, "parallel": args.parallel,
         "pairs": parallel.expand_pairs(variants.pairs(lanes), counts),  # (jax lane, torch lane) per jax/torch ratio
+        "backend_devices": backend_devices,  # benchmarks/devices.py; None when not asked (one backend, cpu)
     }
     return {"settings": settings, "groups": groups, "specs": specs, "progress": progress}
 
@@ -108,6 +111,16 @@ def describe(entry: dict[str, Any]) -> str:
                 + (f", MFU {100 * mfu:.1f}% of this process's matmul probe" if mfu is not None else "")
                 + f", compile {r['cold'].get('compile_s') or 0:.2f} s, first step {r['cold']['first_step_s']:.3f} s")
     return f"{r['status']}: {r.get('error')}"
+
+
+def devices_line(runs: list[dict[str, Any]]) -> str:
+    """Where each lane ran, as its worker reported it: ``devices: torch on cuda (NVIDIA H100 ...), ...``."""
+    seen: dict[str, str] = {}
+    for r in runs:
+        device = (r.get("environment") or {}).get("device") or {}
+        if device:
+            seen.setdefault(r["lane"], f"{device.get('type')} ({device.get('name')})")
+    return "devices: " + ", ".join(f"{lane} on {where}" for lane, where in seen.items()) + "\n" if seen else ""
 
 
 def build_report(argv: list[str], planned: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,7 +186,7 @@ def run(argv: list[str]) -> int:
         if not args.quiet:
             print(f"[{i + 1}/{len(specs)}] {item['spec']['label']}: {describe(entry)}", file=sys.stderr, flush=True)
     report = build_report(argv, planned, runs)
-    sys.stdout.write(report_mod.format_report(report) + parallel.scaling_table(runs))
+    sys.stdout.write(devices_line(runs) + report_mod.format_report(report) + parallel.scaling_table(runs))
     launch.write_outputs(args, report, report_mod.to_csv)
     if args.plot:
         from benchmarks import plots

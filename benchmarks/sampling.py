@@ -162,7 +162,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     """``--task sample`` in the parent: check everything, run the workers, print and write the report."""
     import sys
 
-    from benchmarks import launch, process_table
+    from benchmarks import devices, launch, process_table
     from benchmarks.options import checked_overrides, resolve_data
     from common import config as config_mod
     from common.errors import UserError
@@ -181,6 +181,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     launch.check_outputs(args)
     data = resolve_data(args.data, args.quiet)
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
+    backend_devices = devices.resolve(backends, args.device)  # one device type for both, or one line
     specs = plan_specs(backends, args.repeats, args.preset, overrides, data, tokens, rows, args.seed)
     runs = []
     for i, spec in enumerate(specs):
@@ -197,7 +198,7 @@ def run_task(args, extra: list[str], argv: list[str]) -> int:
     settings = {"task": TASK, "backends": backends, "preset": args.preset, "block_size": model.block_size,
                 "device": args.device, "dtype": args.dtype, "tokens": tokens, "num_samples": rows,
                 "repeats": args.repeats, "timed_calls": TIMED_CALLS, "temperature": TEMPERATURE, "top_k": TOP_K,
-                "overrides": overrides, "seed": args.seed,
+                "overrides": overrides, "seed": args.seed, "backend_devices": backend_devices,
                 "data": {k: data[k] for k in ("kind", "path", "vocab_size", "note")}}
     report = launch.finite({
         "schema_version": SCHEMA_VERSION, "task": TASK,

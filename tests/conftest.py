@@ -3,6 +3,7 @@ the shared copy), else in ../shared/data beside the checkout; without it they fa
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 from common.corpus import DATA_DIR_ENV, SHAKESPEARE_FILENAME
 
+# torch and JAX share one GPU in a test process: JAX must not take 75% of its memory up front
+# (read when JAX first starts its GPU client)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,3 +116,40 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# -- GPU tests: @pytest.mark.gpu("torch") needs torch on a CUDA GPU; @pytest.mark.gpu, both backends ----
+
+def _nvidia_driver() -> bool:
+    import shutil
+
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_missing(backend: str) -> str | None:
+    """Why ``backend`` cannot run on a CUDA GPU here, or None. No framework is asked on a machine
+    without NVIDIA's driver (JAX would start its backends, which a CPU test may still want unstarted)."""
+    if not _nvidia_driver():
+        return "needs a CUDA GPU: this machine has no NVIDIA driver"
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        return None if torch.cuda.is_available() else "needs a CUDA GPU: torch sees none (a CPU-only torch build?)"
+    jax = pytest.importorskip("jax")
+    try:
+        jax.devices("gpu")
+    except RuntimeError:
+        return "needs a CUDA GPU in JAX: jax sees none (a CPU-only jaxlib? pip install -e '.[gpu]')"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Skips a test marked ``gpu`` with the reason, where a backend it names has no CUDA GPU: before
+    any of its fixtures is set up (a module's fixture would otherwise run on the CPU first)."""
+    marker = item.get_closest_marker("gpu")
+    if marker is not None:
+        for backend in marker.args or BACKENDS:
+            reason = gpu_missing(backend)
+            if reason:
+                pytest.skip(reason)

@@ -74,6 +74,20 @@ def test_rng_state_of_the_wrong_size_is_refused(one_layer_config, train_config):
         trainer.set_rng_state(np.zeros(7, dtype=np.uint8))
 
 
+def test_a_gpu_written_rng_state_resumes_on_the_cpu(one_layer_config, train_config):
+    """A checkpoint written on a GPU holds the CPU's generator and the GPU's (16 more bytes): on a
+    CPU the first part is restored and the GPU's is set aside, not refused as damaged."""
+    trainer = tt.Trainer(one_layer_config, train_config)
+    torch.manual_seed(11)
+    cpu_state = trainer.rng_state()
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    trainer.set_rng_state(np.concatenate([cpu_state, np.arange(16, dtype=np.uint8)]))
+    assert torch.equal(torch.rand(3), expected)
+    with pytest.raises(UserError, match="RNG state"):
+        trainer.set_rng_state(cpu_state[:-1])
+
+
 def test_device_selection_refuses_a_missing_gpu():
     assert tt.select_device("cpu").type == "cpu"
     assert tt.select_device("auto").type in ("cpu", "cuda", "mps")
@@ -82,8 +96,7 @@ def test_device_selection_refuses_a_missing_gpu():
             tt.select_device("cuda")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.gpu
+@pytest.mark.gpu("torch")
 def test_bf16_autocast_on_gpu(model_config, train_config, batch):
     trainer = tt.Trainer(model_config, TrainConfig(**{**train_config.__dict__, "device": "cuda", "dtype": "auto"}))
     assert trainer.dtype == "bfloat16"

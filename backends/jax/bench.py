@@ -24,7 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from backends.jax.device import device_name, device_type
+from backends.jax.device import describe_device
 from common import hostinfo, matmul_rate
 
 BACKEND = "jax"
@@ -47,6 +47,14 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 # -- environment ---------------------------------------------------------------------------
 
+def device_name(device) -> str:
+    return describe_device(device)["name"]
+
+
+def _device_type(device) -> str:  # [torch≠jax] JAX's platform "gpu" is torch's device type "cuda"
+    return describe_device(device)["type"]
+
+
 def _version(name: str) -> str | None:
     # [torch≠jax] jaxlib, flax and optax are packages of their own; torch carries its versions (torch.version)
     try:
@@ -61,7 +69,7 @@ def environment(trainer=None) -> dict[str, Any]:
         "framework": "jax",
         "versions": {"jax": jax.__version__, "jaxlib": _version("jaxlib"), "flax": _version("flax"),
                      "optax": _version("optax")},
-        "device": {"type": device_type(device), "name": device_name(device), "kind": device.device_kind,
+        "device": {"type": _device_type(device), "name": device_name(device), "kind": device.device_kind,
                    "platform": device.platform, "count": len(jax.devices(device.platform)),
                    "default_backend": jax.default_backend()},
         "threads": {"XLA_FLAGS": os.environ.get("XLA_FLAGS"),
@@ -149,7 +157,7 @@ def peak_memory(trainer) -> dict[str, Any]:
 
 def _probe_key(device, dtype: str, sizes: tuple[int, ...]) -> str:
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"jax {jax.__version__} | {device_type(device)} | {device_name(device)} | threads={threads} | "
+    return (f"jax {jax.__version__} | {_device_type(device)} | {device_name(device)} | threads={threads} | "
             f"{dtype} | precision=highest | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} | n={'/'.join(map(str, sizes))}")
 
 
@@ -190,7 +198,7 @@ def matmul_peak(device, dtype: str = "float32", fresh: bool = False) -> dict[str
     return matmul_rate.record_peak(key, rates, lambda n: (
         f"measured: jnp.matmul {dtype} (precision HIGHEST) on {device_name(device)}, {threads} CPUs allowed, "
         f"median of the 5 fastest repeats, best over n x n sizes {'/'.join(map(str, sizes))} (best at n={n})"),
-        engine="XLA" + (f" (XLA_FLAGS {flags})" if flags else ""), device=f"{device_type(device)}|{device_name(device)}")
+        engine="XLA" + (f" (XLA_FLAGS {flags})" if flags else ""), device=f"{_device_type(device)}|{device_name(device)}")
 
 
 ENGINES = {"cpu": ("XLA",), "cuda": ("XLA",)}

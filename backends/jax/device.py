@@ -9,6 +9,7 @@ from typing import Iterator
 
 import jax
 
+from backends.device_check import jax_cuda_install
 from common.config import TrainConfig
 from common.errors import UserError
 from common.hostinfo import cpu_model
@@ -27,13 +28,21 @@ def select_device(requested: str = "auto") -> jax.Device:
     if requested in ("cuda", "gpu"):
         if not _gpus():
             raise UserError(f"--device {requested} was asked for, but jax sees no GPU; "
-                            "install a CUDA jaxlib (pip install -U 'jax[cuda12]') or use --device cpu or auto")
+                            f"install JAX's CUDA build ({jax_cuda_install()}) or use --device cpu or auto")
         return _gpus()[0]
     if requested == "mps":  # [torch≠jax] Apple's MPS is a torch device; jax runs on the CPU there
         raise UserError("--device mps is only for the torch backend; use --device cpu or auto with jax")
     if requested == "cpu":
         return jax.devices("cpu")[0]
     return (_gpus() or jax.devices("cpu"))[0]
+
+
+def describe_device(device: jax.Device) -> dict[str, str | None]:
+    """What a device is, framework-neutrally: ``type`` (cuda or cpu), ``name``, and ``cuda``, the
+    GPU runtime's version (None on a CPU). [torch≠jax] JAX calls a CUDA GPU's platform ``gpu``."""
+    on_gpu = device.platform == "gpu"
+    return {"type": "cuda" if on_gpu else device.platform, "name": device.device_kind if on_gpu else cpu_model(),
+            "cuda": getattr(device.client, "platform_version", None) if on_gpu else None}
 
 
 Placement = jax.Device | jax.sharding.Sharding  # where arrays go: a device, or on a mesh a sharding
@@ -44,17 +53,6 @@ def as_device(device: Placement | str | None) -> Placement:
     [torch≠jax] torch's calls take a device name as they take a device; JAX places arrays with
     ``jax.device_put`` on a device or, on a mesh, a sharding, so a name is resolved here first."""
     return select_device(device) if isinstance(device, str) else (device or select_device("auto"))
-
-
-def device_type(device: jax.Device) -> str:  # [torch≠jax] JAX's platform "gpu" is torch's device type "cuda"
-    return "cuda" if device.platform == "gpu" else device.platform
-
-
-def device_name(device: jax.Device) -> str:
-    """The device as its maker names it: the GPU's model, or the CPU's."""
-    if device.platform == "cpu":
-        return cpu_model()
-    return device.device_kind
 
 
 def resolve_dtype(requested: str, device: jax.Device) -> str:
@@ -90,5 +88,6 @@ def speed_settings(device: jax.Device) -> dict[str, str]:
     # [torch≠jax] XLA sizes its CPU thread pool from the CPUs the process may use, and has no call
     # to read or set it (torch: get_num_threads)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"device": f"{device_type(device)}: {device_name(device)}", "compute threads": str(threads),
+    described = describe_device(device)
+    return {"device": f"{described['type']}: {described['name']}", "compute threads": str(threads),
             "float32 matmuls": MATMUL_PRECISION_NAMES.get(str(precision).lower(), str(precision))}

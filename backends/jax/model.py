@@ -99,6 +99,33 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).mean()
 
 
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Causal attention as one fused op on (B, T, nh, hs) inputs.
+
+    [torch≠jax] torch's scaled_dot_product_attention picks its kernel (flash, memory-efficient)
+    itself; jax.nn.dot_product_attention's default is XLA's composite, so cuDNN's flash attention
+    is asked for by name where it applies: bfloat16 or float16 inputs, a head width that is a
+    multiple of 8 up to 128, a CUDA GPU of compute capability 8.0 or later in this process, and a
+    step compiled for that GPU (``lax.platform_dependent`` chooses when the program is compiled for
+    its device: a model placed on the CPU of a GPU machine gets XLA's composite)."""
+    xla = functools.partial(jax.nn.dot_product_attention, is_causal=True)
+    if not _cudnn_applies(jnp.dtype(q.dtype), q.shape[-1]):
+        return xla(q, k, v)
+    cudnn = functools.partial(jax.nn.dot_product_attention, is_causal=True, implementation="cudnn")
+    return jax.lax.platform_dependent(q, k, v, cuda=cudnn, default=xla)
+
+
+@functools.lru_cache(maxsize=None)
+def _cudnn_applies(dtype, head_size: int) -> bool:
+    if dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) or head_size % 8 or head_size > 128:
+        return False
+    try:
+        gpus = jax.devices("cuda")
+    except RuntimeError:  # a CPU-only jaxlib, or no GPU
+        return False
+    return tuple(int(part) for part in gpus[0].compute_capability.split(".")[:2]) >= (8, 0)
+
+
 class CausalSelfAttention(nnx.Module):
     def __init__(self, config: ModelConfig, attention: str = "fused", *, rngs: nnx.Rngs):
         # [torch≠jax] no super().__init__(); layers take explicit RNG streams (rngs) to draw their init from
@@ -134,8 +161,8 @@ class CausalSelfAttention(nnx.Module):
         # (shakespeare-char) slower than the manual path (benchmarks/README.md), which runs there
         if (self.attention == "fused" and x.dtype != jnp.float64 and jax.default_backend() != "cpu"
                 and (self.dropout == 0.0 or self.attn_dropout.deterministic)):
-            # cuDNN's flash attention on a GPU where it applies, else XLA's composite
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, nh, hs)
+            # cuDNN's flash attention on a CUDA GPU where it applies, else XLA's composite
+            y = fused_attention(q, k, v)  # (B, T, nh, hs)
         else:
             # the same computation, spelled out: scores, causal mask, softmax, weighted sum
             q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, nh, T, hs)

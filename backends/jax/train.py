@@ -27,7 +27,7 @@ from flax import nnx
 
 from backends.jax import layout, parallel
 from backends.jax.device import (  # noqa: F401 (the contract)
-    Placement, as_device, process_settings, resolve_dtype, select_device, speed_settings)
+    Placement, as_device, describe_device, process_settings, resolve_dtype, select_device, speed_settings)
 from backends.jax.model import GPT
 from backends.jax.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype

@@ -25,6 +25,7 @@ import time
 from typing import Iterable, Iterator
 
 from backends import BACKENDS, load_backend, process
+from backends.device_check import resolve_in_process
 from backends.parity.checks import CHECKS as _CHECKS
 from backends.parity.report import ParityReport, Row, compare, init_std_row
 from backends.parity.session import Session, synthetic_corpus
@@ -116,6 +117,7 @@ def run_parity(dtype: str = "float64", preset: str = "tiny", seed: int = 0, *, s
         raise UserError(f"sequence length {seq_len} must be in 1..block_size={mc.block_size}")
     if batch_size is not None and not 1 <= batch_size <= tc.batch_size:
         raise UserError(f"batch size {batch_size} must be in 1..{tc.batch_size}")
+    resolve_in_process((reference, candidate), device)  # one device type for both, or one line, before any work
     start = time.perf_counter()
     session = Session(reference, candidate, mc, tc, dtype, seed, steps, batch_size, seq_len)
     rows: list[Row] = []

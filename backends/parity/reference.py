@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from backends import BACKENDS, load_backend, process
+from backends.device_check import resolve_in_process
 from backends.parity import parity_overrides
 from backends.parity.hooks import HOOKS
 from backends.parity.report import ParityReport, Row
@@ -162,6 +163,7 @@ def run_reference(dtype: str = "bfloat16", preset: str = "tiny", seed: int = 0, 
     mc, tc = build_configs(preset, parity_overrides(dtype, seed, model_overrides, train_overrides, device, attention))
     overrides = parity_overrides("float64", seed, model_overrides, train_overrides, device, attention)
     _, tc64 = build_configs(preset, overrides)
+    resolve_in_process((TRUTH, *backends), device)  # one device type for all, or one line, before any work
     start = time.perf_counter()
     data = synthetic_corpus(mc.vocab_size, seed=seed)
     x, y = BatchSampler(data, tc.batch_size, mc.block_size, seed + 100).get_batch("train")

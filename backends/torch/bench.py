@@ -24,13 +24,17 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from backends.torch.device import device_name
+from backends.torch.device import describe_device
 from common import hostinfo, matmul_rate
 
 BACKEND = "torch"
 
 
 # -- environment ---------------------------------------------------------------------------
+
+def device_name(device: torch.device) -> str:
+    return describe_device(device)["name"]
+
 
 def environment(trainer=None) -> dict[str, Any]:
     device = trainer.device if trainer is not None else torch.device("cpu")

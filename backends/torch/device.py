@@ -32,13 +32,14 @@ def select_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def device_name(device: torch.device) -> str:
-    """The device as its maker names it: the GPU's model, or the CPU's."""
+def describe_device(device: torch.device) -> dict[str, str | None]:
+    """What a device is, framework-neutrally: ``type`` (cuda, mps or cpu), ``name``, and ``cuda``,
+    the CUDA version this torch was built with (None for a CPU-only build)."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple MPS"
-    return cpu_model()
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = "Apple MPS" if device.type == "mps" else cpu_model()
+    return {"type": device.type, "name": name, "cuda": torch.version.cuda}
 
 
 def resolve_dtype(requested: str, device: torch.device) -> str:
@@ -82,5 +83,6 @@ def speed_settings(device: torch.device) -> dict[str, str]:
     precision = torch.get_float32_matmul_precision()
     if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
         precision = "high"
-    return {"device": f"{device.type}: {device_name(device)}", "compute threads": str(torch.get_num_threads()),
+    described = describe_device(device)
+    return {"device": f"{described['type']}: {described['name']}", "compute threads": str(torch.get_num_threads()),
             "float32 matmuls": MATMUL_PRECISION_NAMES.get(precision, precision)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import os
 import sys
 from typing import Callable
@@ -24,6 +25,12 @@ from common import parallel as common_parallel
 from common.config import TrainConfig
 from common.errors import UserError
 
+
+
+# DDP's switch for broadcasting buffers before each forward: forward_sync_buffers from torch 2.13, which
+# deprecates broadcast_buffers, its name before (torch 2.11 and 2.12 know only that one)
+_SYNC_BUFFERS = ("forward_sync_buffers" if "forward_sync_buffers" in
+                 inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters else "broadcast_buffers")
 
 
 def available_devices(device: str) -> tuple[int, str]:
@@ -98,7 +105,7 @@ class Parallel:
         if self.mode == "ddp":
             ids = [self.device.index] if self.device.type == "cuda" else None
             # the causal mask is a constant buffer: nothing to broadcast before each forward
-            return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+            return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **{_SYNC_BUFFERS: False})
         if self.mode == "fsdp":
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from backends.torch import parallel
-from backends.torch.device import process_settings, resolve_dtype, select_device, speed_settings  # noqa: F401 (the contract)
+from backends.torch.device import (  # noqa: F401 (the contract)
+    describe_device, process_settings, resolve_dtype, select_device, speed_settings)
 from backends.torch.model import GPT
 from backends.torch.sampling import generate
 from common.config import ModelConfig, TrainConfig, param_dtype
@@ -252,9 +253,11 @@ class Trainer:
         state = torch.from_numpy(np.asarray(state, dtype=np.uint8).copy())
         cpu = torch.get_rng_state().numel()
         gpu = torch.cuda.get_rng_state(self.device).numel() if self.device.type == "cuda" else 0
-        if state.numel() not in (cpu, cpu + gpu):
+        # on a GPU: the CPU's state, then the GPU's (a CPU-written state leaves the GPU's generator as
+        # seeded); on a CPU: the CPU's, and a GPU-written state's GPU part has no generator to go to
+        if state.numel() < cpu or (gpu and state.numel() not in (cpu, cpu + gpu)):
             raise UserError(f"the saved torch RNG state has {state.numel()} bytes, this device needs {cpu + gpu}; "
                             "the checkpoint is damaged")
         torch.set_rng_state(state[:cpu])
-        if gpu and state.numel() == cpu + gpu:  # a CPU-written state leaves the GPU's generator as seeded
+        if gpu and state.numel() == cpu + gpu:
             torch.cuda.set_rng_state(state[cpu:], self.device)
