@@ -130,7 +130,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     train = load_backend(backend)
     bench = importlib.import_module(f"backends.{backend}.bench")
-    # precision, seeds, 64-bit mode, and freed memory kept for reuse, as `microgpt train` makes them
     # precision, seeds and 64-bit mode, as `microgpt train` makes them (the allocator: main, at the start)
     with process.settings(train, train_config):
         return _measure(spec, train, bench, model_config, train_config, splits, vocab, result, t_start)
