@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 
 from backends import BACKENDS
@@ -124,13 +125,19 @@ def run(argv: list[str]) -> int:
     return args.func(args)
 
 
+# the commands that run a model: they start with the allocator (MICROGPT_MALLOC); side-by-side reads text
+MODEL_COMMANDS = ("train", "sample", "eval", "parity", "convert")
+
+
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # started as a program: a preloaded allocator (MICROGPT_MALLOC) needs a fresh start
+    args = sys.argv[1:] if argv is None else argv
+    runs_model = bool(args) and args[0] in MODEL_COMMANDS
+    if argv is None and runs_model:  # started as a program: a preloaded allocator needs a fresh start
         from backends import host_memory
 
         with contextlib.suppress(UserError):  # a bad choice is said in one line by process.start below
-            host_memory.ensure_preloaded(sys.argv[1:], "backends.cli")
-    code = run_command("microgpt", _started, sys.argv[1:] if argv is None else argv)
+            host_memory.ensure_preloaded(args, "backends.cli")
+    code = run_command("microgpt", functools.partial(_started, runs_model=runs_model), args)
     if argv is None:  # the process's own command: a rank of torchrun ends without the interpreter's exit
         from backends import parallel_launch
 
@@ -138,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _started(argv: list[str]) -> int:
+def _started(argv: list[str], runs_model: bool = True) -> int:
     from backends import process
 
-    process.start()  # the allocator, the same for every backend and command
+    if runs_model:
+        process.start()  # the allocator, the same for every backend and command
     return run(argv)
 
 

@@ -1,24 +1,28 @@
 """The C allocator a program runs with: one choice for every backend. Framework-free.
 
 A training step on the CPU allocates and frees the same large buffers every step (torch's
-activations; XLA's executables and its host transfers). glibc's malloc serves every block above
-its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and returns it with ``munmap`` when
-freed, so each step page-faults and zeroes that memory again. Four allocators, chosen with
-``MICROGPT_MALLOC`` (the benchmark's ``--malloc``):
+activations; XLA's temporaries, which XLA:CPU allocates at every execution). glibc's malloc
+serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and returns
+it with ``munmap`` when freed, so each step page-faults and zeroes that memory again. Four
+allocators, chosen with ``MICROGPT_MALLOC`` (the benchmark's ``--malloc``):
 
-* ``reuse`` (the default): glibc told to serve large blocks from the heap too and never hand
-  the heap's top back (``mallopt``), so a freed buffer is reused by the next step; no preload,
-  no dependency;
+* ``tcmalloc``: gperftools' tcmalloc, preloaded (``LD_PRELOAD``) from Debian's
+  ``libtcmalloc-minimal4``; the default wherever that library is installed: the fastest of the
+  four for both frameworks, measured at ``tiny``, ``baby`` and ``shakespeare-char``
+  (``benchmarks/README.md``, "The allocator, measured");
+* ``reuse``: glibc told to serve large blocks from the heap too and never hand the heap's top
+  back (``mallopt``), so a freed buffer is reused by the next step; no preload, no dependency;
+  the default where tcmalloc is not installed;
 * ``system``: glibc as it comes;
-* ``jemalloc`` and ``tcmalloc``: the allocators PyTorch's CPU tuning guide recommends, preloaded
-  (``LD_PRELOAD``) from Debian's ``libjemalloc2`` and ``libtcmalloc-minimal4``.
+* ``jemalloc``: preloaded from Debian's ``libjemalloc2`` (PyTorch's CPU tuning guide
+  recommends it beside tcmalloc).
 
 The choice is the same for torch and JAX: a benchmark that tuned malloc for one framework only
-would time the allocator, not the framework (``benchmarks/README.md`` has the figures behind
-the default). It is process-wide and cannot be undone, so it is made by the programs at their
-start (``microgpt``, the benchmark's workers), never on import. A preloaded allocator needs a
-fresh process: the benchmark's workers are started with it, and ``microgpt`` starts itself
-again with it (``ensure_preloaded``).
+would time the allocator, not the framework. It is process-wide and cannot be undone, so it is
+made by the programs at their start (``microgpt``, the benchmark's workers), never on import. A
+preloaded allocator needs a fresh process: the benchmark's workers are started with it, and
+``microgpt`` starts itself again with it (``ensure_preloaded``). A process that was not started
+that way (a test, a notebook) and did not ask for a preloaded allocator by name gets ``reuse``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from common.errors import UserError
 
 ENV = "MICROGPT_MALLOC"
 ALLOCATORS = ("reuse", "system", "jemalloc", "tcmalloc")
-DEFAULT = "reuse"
+FALLBACK = "reuse"  # the default where tcmalloc is not installed, and in a process not started with it
 # preloaded allocators: (the library's file name, the Debian package that installs it)
 PRELOADED = {"jemalloc": ("libjemalloc.so.2", "libjemalloc2"),
              "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4")}
@@ -45,9 +49,14 @@ M_MMAP_MAX = -4
 _applied: str | None = None
 
 
+def default() -> str:
+    """The allocator when ``MICROGPT_MALLOC`` is unset: tcmalloc where it is installed, else reuse."""
+    return "tcmalloc" if library("tcmalloc") is not None else FALLBACK
+
+
 def selected(environ: dict[str, str] | os._Environ = os.environ) -> str:
     """The allocator ``MICROGPT_MALLOC`` asks for (the default when unset); an unknown name is refused."""
-    choice = environ.get(ENV) or DEFAULT
+    choice = environ.get(ENV) or default()
     if choice not in ALLOCATORS:
         raise UserError(f"{ENV}={choice!r} is not an allocator; choose one of: {', '.join(ALLOCATORS)}")
     return choice
@@ -125,6 +134,8 @@ def apply() -> str:
     if _applied is not None:
         return _applied
     name, running = selected(), loaded()
+    if name in PRELOADED and running != name and not os.environ.get(ENV):
+        name = FALLBACK  # the default, in a process not started with it: glibc's setting is what it can have
     if name in PRELOADED:
         if running != name:
             raise UserError(f"{ENV}={name} needs {PRELOADED[name][0]} loaded when the process starts; "
@@ -150,6 +161,10 @@ def _keep_freed_memory() -> str:
     version.restype = ctypes.c_char_p
     # M_MMAP_MAX 0: no block is served by mmap, so freed blocks go back to the heap for reuse.
     # M_TRIM_THRESHOLD -1: never give the heap's top back (mallopt(3): "-1 disables trimming").
+    # Not enough for JAX at shakespeare-char: a thread's own arena is built of 64 MiB heaps and maps
+    # a larger block with mmap whatever M_MMAP_MAX says, so XLA's worker threads still fault (11.7 s
+    # a step, as with system). M_ARENA_MAX 1 (one heap for every thread) gave 7.6 s there, as
+    # tcmalloc does, but its one lock made JAX's baby step 36.7 ms against 31.6: hence tcmalloc.
     if libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, -1) != 1:
         return "system: mallopt refused reuse"
     return f"reuse: glibc {version().decode()} keeps freed memory (mallopt)"

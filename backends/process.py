@@ -7,10 +7,10 @@ change every other model in the process behind its back. So the programs make th
 =====================  ===================================================  =====================
 setting                what and why                                         made by
 =====================  ===================================================  =====================
-the C allocator        ``MICROGPT_MALLOC``, ``reuse`` by default: glibc     every program, at its
-                       keeps freed memory for the next step                 start (``start``),
-                       (``backends.host_memory``); the same for torch and   for every backend
-                       JAX
+the C allocator        ``MICROGPT_MALLOC``: tcmalloc where installed, else  every program, at its
+                       ``reuse`` (glibc keeps freed memory for the next     start (``start``),
+                       step; ``backends.host_memory``); the same for torch  for every backend
+                       and JAX
 matmul precision       float32 matmuls in full precision unless ``tf32``    every entry point
                        (torch's ``allow_tf32`` flags; JAX's                 (``settings``)
                        ``jax_default_matmul_precision``)

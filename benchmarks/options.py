@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         + " (XLA:CPU's engine for the dots; default: default)")
     p.add_argument("--malloc", default=None, metavar="NAMES",
                    help="the workers' C allocator, comma-separated, each value a column for each backend: "
-                        + ", ".join(host_memory.ALLOCATORS) + f" (default: ${host_memory.ENV}, else "
-                        f"{host_memory.DEFAULT}; jemalloc and tcmalloc need Debian's libjemalloc2, libtcmalloc-minimal4)")
+                        + ", ".join(host_memory.ALLOCATORS) + f" (default: ${host_memory.ENV}, else tcmalloc where "
+                        "Debian's libtcmalloc-minimal4 is installed, else reuse; jemalloc needs libjemalloc2)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per run, for latency and again for throughput (default: "
                         + ", ".join(f"{k} {v[0]}" for k, v in DEFAULT_STEPS.items()) + ")")

@@ -43,7 +43,7 @@ class Lane:
     variant: str
     overrides: dict = field(default_factory=dict)  # config keys the lane sets
     xla_flags: str = ""
-    malloc: str = host_memory.DEFAULT  # the worker's allocator (MICROGPT_MALLOC)
+    malloc: str = field(default_factory=host_memory.selected)  # the worker's allocator (MICROGPT_MALLOC)
     declares: dict = field(default_factory=dict)  # settings row -> the variant that changes it
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from backends import host_memory
+
 from benchmarks import peaks, profiles, report, schema, stats, timing
 from benchmarks.run import parse_sweep
 from benchmarks.worker import sanity_gate
@@ -67,8 +69,9 @@ def test_smoke_both_backends_tiny(tmp_path, data_env):
         assert set(during["before"]) == set(during["after"]) == set(run["matmul_peak"]["sizes"])
         assert run["metrics"]["mfu_during_run"] == pytest.approx(run["metrics"]["flops_per_s"] / during["flops_per_s"])
         assert Path(run["profile"]["trace"]).exists()
-        if sys.platform.startswith("linux"):  # the same allocator for both backends, as `microgpt` runs
-            assert run["process"]["allocator"].startswith("reuse: glibc"), run["process"]["allocator"]
+        if sys.platform.startswith("linux"):  # the default allocator for both backends, as `microgpt` runs
+            expected = {"tcmalloc": "tcmalloc: libtcmalloc_minimal.so.4 preloaded", "reuse": "reuse: glibc"}
+            assert run["process"]["allocator"].startswith(expected[host_memory.selected()]), run["process"]
     # fair by construction: the default run has no process setting that differs between the backends
     table = data["process_settings"]
     assert table["lanes"] == ["torch", "jax"] and table["differs"] == []

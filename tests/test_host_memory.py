@@ -41,9 +41,28 @@ def _run(malloc: str | None) -> tuple[str, int]:
     return description, int(faults)
 
 
+def test_the_default_is_tcmalloc_where_it_is_installed_else_reuse(monkeypatch):
+    monkeypatch.setattr(host_memory, "library", lambda name: f"/lib/{host_memory.PRELOADED[name][0]}")
+    assert host_memory.default() == "tcmalloc" and host_memory.selected({}) == "tcmalloc"
+    assert host_memory.selected({host_memory.ENV: "system"}) == "system"
+    monkeypatch.setattr(host_memory, "library", lambda name: None)
+    assert host_memory.default() == "reuse" and host_memory.selected({}) == "reuse"
+
+
 @LINUX
-def test_freed_memory_is_reused_without_page_faults_by_default():
-    description, faults = _run(None)
+def test_a_program_starts_again_with_the_default_allocator():
+    done = subprocess.run([sys.executable, "-m", "backends.host_memory"], cwd=ROOT, env=_env(None),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if host_memory.library("tcmalloc") is not None:
+        assert done.stdout.strip() == "tcmalloc: libtcmalloc_minimal.so.4 preloaded"
+    else:
+        assert done.stdout.startswith("reuse: glibc")
+
+
+@LINUX
+def test_freed_memory_is_reused_without_page_faults_in_a_process_not_started_with_tcmalloc():
+    description, faults = _run(None)  # the default, in a process that cannot preload any more: reuse
     assert description.startswith("reuse: glibc") and "mallopt" in description
     assert faults < 50, f"{faults} page faults per 256 MiB re-allocation: freed memory was not reused"
 

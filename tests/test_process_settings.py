@@ -103,7 +103,8 @@ def test_an_allocator_that_is_not_installed_is_refused_before_any_work(monkeypat
 def test_an_allocator_variant_is_its_own_column_and_labelled(tmp_path, shakespeare_path):
     """--malloc: each allocator a lane of each backend; the settings table names the variant."""
     out = tmp_path / "bench.json"
-    env = dict(os.environ, MICROGPT_DATA_DIR=str(shakespeare_path.parent))
+    # reuse chosen as the default here, whether or not tcmalloc (the default where installed) is
+    env = dict(os.environ, MICROGPT_DATA_DIR=str(shakespeare_path.parent), MICROGPT_MALLOC="reuse")
     done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--backend", "torch", "--preset", "tiny",
                            "--malloc", "reuse,system", "--steps", "2", "--warmup", "1", "--repeats", "1", "--quiet",
                            "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
