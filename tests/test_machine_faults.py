@@ -36,14 +36,6 @@ def one_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shakespeare_path) -> Path:
-    """The first 100 kB of tiny Shakespeare: the same vocabulary, a quick exact val loss at the end."""
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_bytes(shakespeare_path.read_bytes()[:100_000])
-    return path
-
-
-@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("fixture") / "run"
     assert cli.main(["train", "--backend", "torch", *TINY, "--max_iters=4", "--eval_interval=2",

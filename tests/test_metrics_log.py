@@ -37,14 +37,6 @@ def train(out: Path, data: Path, *extra) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shakespeare_path) -> Path:
-    """The first 100 kB of tiny Shakespeare: the same vocabulary, a quick exact val loss at the end."""
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_bytes(shakespeare_path.read_bytes()[:100_000])
-    return path
-
-
-@pytest.fixture(scope="module")
 def full(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("full") / "run"
     train(out, corpus, "--max_iters=20")

@@ -55,13 +55,6 @@ def assert_same_run(a: Path, b: Path, tol: float, steps: int | None = None) -> N
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shakespeare_path) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_bytes(shakespeare_path.read_bytes()[:100_000])
-    return path
-
-
-@pytest.fixture(scope="module")
 def one_device(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("one") / "out"
     microgpt("--backend", "torch", *RUN, data=corpus, out=out)
