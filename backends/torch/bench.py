@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,6 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from backends.torch.device import describe_device
+from backends.torch.op_names import CATEGORY, MATMULS, fused_kernel_category, is_collective
 from common import hostinfo, matmul_rate
 
 BACKEND = "torch"
@@ -260,69 +260,7 @@ def _kernels_named(compiled: bool) -> Iterator[None]:
 
 # -- what each traced op is (benchmarks/attribution.py: the same categories for every backend) ------
 # [torch≠jax] torch's profiler names aten ops, Inductor's kernels and collectives, classified here by
-# name (``fused_kernel_category``, ``_is_collective``); JAX's ops are classified from the HLO (jax/hlo.py)
-
-_MATMULS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm", "aten::baddbmm"}
-_BY_NAME = [  # (category, aten op names) for everything that is not a matmul
-    ("attention", {"aten::_scaled_dot_product_flash_attention_for_cpu",
-                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::scaled_dot_product_attention",
-                   "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention",
-                   "aten::_scaled_dot_product_efficient_attention_backward",
-                   "aten::_scaled_dot_product_flash_attention_backward", "aten::_softmax",
-                   "aten::_softmax_backward_data", "aten::softmax", "aten::masked_fill", "aten::masked_fill_"}),
-    ("loss", {"aten::cross_entropy_loss", "aten::log_softmax", "aten::_log_softmax", "aten::_log_softmax_backward_data",
-              "aten::nll_loss", "aten::nll_loss_nd", "aten::nll_loss_forward", "aten::nll_loss_backward"}),
-    ("layernorm", {"aten::layer_norm", "aten::native_layer_norm", "aten::native_layer_norm_backward"}),
-    ("optimizer", {"aten::_fused_adamw_", "aten::_fused_adam_", "aten::linalg_vector_norm", "aten::_foreach_norm",
-                   "aten::_foreach_mul_", "aten::clamp", "aten::reciprocal", "aten::stack"}),
-    ("elementwise", {"aten::gelu", "aten::gelu_backward", "aten::add", "aten::add_", "aten::mul", "aten::mul_",
-                     "aten::div", "aten::div_", "aten::sub", "aten::neg", "aten::where", "aten::dropout",
-                     "aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_", "aten::rsub",
-                     "aten::sum", "aten::mean", "aten::pow", "aten::sqrt", "aten::exp", "aten::tanh"}),
-    ("copies/layout", {"aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::transpose", "aten::t",
-                       "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::as_strided", "aten::permute",
-                       "aten::expand", "aten::_unsafe_view", "aten::split", "aten::split_with_sizes", "aten::select",
-                       "aten::slice", "aten::narrow", "aten::unsqueeze", "aten::squeeze", "aten::detach",
-                       "aten::embedding", "aten::embedding_backward", "aten::embedding_dense_backward",
-                       "aten::index_select", "aten::index_add_", "aten::empty", "aten::empty_like", "aten::empty_strided",
-                       "aten::zeros", "aten::zeros_like", "aten::zero_", "aten::fill_", "aten::arange", "aten::to",
-                       "aten::_to_copy", "aten::lift_fresh", "aten::alias", "aten::resolve_conj", "aten::resolve_neg",
-                       "aten::new_empty_strided", "aten::ones_like", "aten::scalar_tensor", "aten::item",
-                       "aten::_local_scalar_dense", "aten::result_type", "aten::set_", "aten::unbind"}),
-]
-_CATEGORY = {name: category for category, names in _BY_NAME for name in names}
-# torch.distributed's collectives (DDP's bucketed all-reduce, FSDP2's all-gather and reduce-scatter), by
-# the names the profiler gives them: c10d ops, the backend's own events (gloo:/nccl:) and record_param_comms
-_COLLECTIVE_PREFIXES = ("c10d::", "_c10d_functional::", "c10d_functional::", "gloo:", "nccl:", "record_param_comms")
-_COLLECTIVE_WORDS = ("all_reduce", "allreduce", "all_gather", "allgather", "reduce_scatter", "all_to_all")
-
-
-# Inductor's generated kernels are named after the ops they fuse (graph_0_cpp_fused_native_layer_norm_0
-# on a CPU, triton_per_fused_native_layer_norm_0 on a GPU): the first rule that matches a part of
-# the name wins, so a fusion holding a LayerNorm and the residual add around it is "layernorm"
-_FUSED_KERNEL = re.compile(r"(cpp|triton_[a-z]+)_fused_")
-_FUSED_BY_PART = [
-    ("loss", ("nll_loss", "log_softmax")),
-    ("attention", ("softmax", "scaled_dot_product", "masked_fill")),
-    ("layernorm", ("layer_norm",)),
-    ("optimizer", ("adam", "foreach", "linalg_vector_norm", "clamp", "reciprocal")),
-    ("copies/layout", ("embedding", "clone", "cat", "copy", "index", "scatter", "gather", "transpose", "permute")),
-]
-
-
-def fused_kernel_category(name: str) -> str | None:
-    """The category of one of Inductor's generated kernels, by the ops its name lists (a pointwise
-    or reduction fusion none of whose parts a rule knows is "elementwise"), or None for another name."""
-    match = _FUSED_KERNEL.search(name)
-    if match is None:
-        return None
-    parts = name[match.end():]
-    return next((category for category, words in _FUSED_BY_PART if any(w in parts for w in words)), "elementwise")
-
-
-def _is_collective(name: str) -> bool:
-    return name.startswith(_COLLECTIVE_PREFIXES) or any(w in name.lower() for w in _COLLECTIVE_WORDS)
-
+# name (the tables in torch/op_names.py); JAX's ops are classified from the HLO (jax/hlo.py)
 
 def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
     """``classify(name, args, ancestors)`` for the events of a ``profile`` trace of this trainer:
@@ -334,11 +272,11 @@ def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
     def classify(name: str, args: dict, ancestors: tuple) -> str | None:
         if name.startswith("Optimizer."):  # torch.optim's record_function around step / zero_grad
             return "optimizer"
-        if _is_collective(name):
+        if is_collective(name):
             return "communication"
         if not name.startswith("aten::"):
             return fused_kernel_category(name)  # None: not an op (Python, autograd, the profiler)
-        if name in _MATMULS:
+        if name in MATMULS:
             if name in ("aten::bmm", "aten::baddbmm"):
                 return "attention"  # q @ k^T and att @ v, batched over (B, heads)
             if not any("Backward" in a or a.startswith("autograd::") for a in ancestors):
@@ -346,6 +284,6 @@ def op_classifier(trainer) -> Callable[[str, dict, tuple], str | None]:
             dims = args.get("Input Dims") or []
             lhs = dims[1] if name == "aten::addmm" and len(dims) > 2 else (dims[0] if dims else [])
             return "weight-grad matmul" if len(lhs) == 2 and lhs[1] == tokens else "input-grad matmul"
-        return _CATEGORY.get(name, "other")
+        return CATEGORY.get(name, "other")
 
     return classify
